@@ -1,0 +1,175 @@
+"""Kernels, the median-heuristic bandwidth, and blocked kernel-matrix products.
+
+The workhorse is :func:`kernel_matmul`, which returns ``K(X, Y) @ W`` without ever holding the
+kernel matrix: it walks ``X`` and ``Y`` in tiles whose size follows a memory budget, computes each
+tile with one GEMM on augmented operands, applies the kernel's transform in place, reduces the tile
+against ``W`` and accumulates the result in float64. Its cost is the GEMM ``X Yᵀ`` plus one
+elementwise pass per kernel entry, which is the speed limit ``benchmarks/kairos_speed.py`` compares to.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+from rich.progress import track
+
+from dataworth.checks import InputError, check_positive
+
+#: Default bytes for one kernel tile; tiles of 1-2k rows × 2k columns keep the GEMM efficient
+#: while the elementwise pass stays in cache (see benchmarks/kairos_speed.py).
+DEFAULT_MEMORY_BUDGET = 16 * 2**20
+_BLOCK_COLUMNS = 2048
+
+
+class Kernel(ABC):
+    """A stationary, normalized kernel ``k(x, y) = f(||x - y||² / (2σ²))`` with ``k(x, x) = 1``.
+
+    Subclasses define :meth:`transform_`, which maps ``t = -||x - y||² / (2σ²)`` to ``k`` in place.
+    """
+
+    name: str
+
+    def __init__(self, bandwidth: float) -> None:
+        self.bandwidth = check_positive(bandwidth, "bandwidth")
+
+    @abstractmethod
+    def transform_(self, t: torch.Tensor) -> torch.Tensor:
+        """Overwrite ``t = -||x - y||² / (2σ²)`` (≤ 0) with the kernel value and return it."""
+
+    def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Dense ``K(x, y)``; for small inputs and tests only."""
+        return self.transform_(_scaled_negative_sqdist(x, y, self.bandwidth))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(bandwidth={self.bandwidth:.6g})"
+
+
+class GaussianKernel(Kernel):
+    """Gaussian RBF ``k(x, y) = exp(-||x - y||² / (2σ²))``."""
+
+    name = "gaussian"
+
+    def transform_(self, t: torch.Tensor) -> torch.Tensor:
+        return t.clamp_(max=0.0).exp_()
+
+
+class LaplaceKernel(Kernel):
+    """Laplace kernel ``k(x, y) = exp(-||x - y|| / σ)``."""
+
+    name = "laplace"
+
+    def transform_(self, t: torch.Tensor) -> torch.Tensor:
+        return t.clamp_(max=0.0).mul_(-2.0).sqrt_().neg_().exp_()
+
+
+class InverseMultiquadricKernel(Kernel):
+    """Inverse multiquadric ``k(x, y) = (1 + ||x - y||² / σ²)^(-1/2)``."""
+
+    name = "imq"
+
+    def transform_(self, t: torch.Tensor) -> torch.Tensor:
+        return t.clamp_(max=0.0).mul_(-2.0).add_(1.0).rsqrt_()
+
+
+KERNELS: dict[str, type[Kernel]] = {k.name: k for k in (GaussianKernel, LaplaceKernel, InverseMultiquadricKernel)}
+
+
+def make_kernel(name: str, bandwidth: float) -> Kernel:
+    """Instantiate the kernel called ``name`` (``gaussian``, ``laplace`` or ``imq``)."""
+    if name not in KERNELS:
+        raise InputError(f"kernel must be one of {', '.join(KERNELS)}; got {name!r}")
+    return KERNELS[name](bandwidth)
+
+
+def median_bandwidth(x: torch.Tensor, *, max_pairs: int = 10_000, seed: int = 0) -> float:
+    """Median pairwise Euclidean distance between rows of ``x`` (the median heuristic).
+
+    All pairs are used when there are at most ``max_pairs`` of them; otherwise ``max_pairs`` pairs
+    are drawn with a fixed-seed generator. Rows are first put in a canonical order (by a fixed random
+    projection), so the answer depends on the set of rows, not on their order. Zero distances
+    (exact duplicates) are skipped when any non-zero distance exists.
+    """
+    n = x.shape[0]
+    if n < 2:
+        raise InputError("the median-heuristic bandwidth needs at least 2 training rows")
+    xd = x.detach().to("cpu", torch.float64)
+    projection = torch.randn(xd.shape[1], generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    xd = xd[torch.argsort(xd @ projection, stable=True)]
+    if n * (n - 1) // 2 <= max_pairs:
+        first, second = torch.triu_indices(n, n, offset=1)
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        first = torch.randint(n, (max_pairs,), generator=gen)
+        second = (first + torch.randint(1, n, (max_pairs,), generator=gen)) % n
+    distances = (xd[first] - xd[second]).norm(dim=1)
+    nonzero = distances[distances > 0]
+    if nonzero.numel() == 0:
+        raise InputError("all sampled training rows are identical, so the median bandwidth is 0; give a bandwidth > 0")
+    return float(nonzero.median())
+
+
+def kernel_matmul(
+    kernel: Kernel,
+    x: torch.Tensor,
+    blocks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = False,
+    description: str = "kernel sums",
+) -> torch.Tensor:
+    """Return ``Σ_s K(x, y_s) @ w_s`` in float64 for ``blocks = [(y_1, w_1), (y_2, w_2), ...]``.
+
+    Never materializes a kernel matrix: tiles of ``rows × 2048`` entries (rows chosen so a tile
+    fits ``memory_budget`` bytes) are formed with one GEMM on augmented operands
+    ``[x, 1, ||x||²] · [y/σ², -||y||²/(2σ²), -1/(2σ²)]ᵀ = -||x - y||²/(2σ²)``, transformed in place,
+    reduced with ``w`` in the input precision and accumulated in float64. Inputs are centred first
+    (the kernels are translation invariant) to limit cancellation in float32.
+    Runs on whatever device ``x`` lives on.
+    """
+    if not blocks:
+        raise ValueError("kernel_matmul needs at least one (y, w) block")
+    width = blocks[0][1].shape[1]
+    dtype, device = x.dtype, x.device
+    out = torch.zeros(x.shape[0], width, dtype=torch.float64, device=device)
+    if x.shape[0] == 0:
+        return out
+    center = x.mean(dim=0)
+    scale = 1.0 / kernel.bandwidth**2
+    rhs = [(_augment_right(y - center, scale), w.to(device=device, dtype=dtype)) for y, w in blocks if y.shape[0]]
+    rows = int(max(1, min(x.shape[0], memory_budget // (_BLOCK_COLUMNS * x.element_size()))))
+    tile = torch.empty(rows * _BLOCK_COLUMNS, dtype=dtype, device=device)
+    starts = range(0, x.shape[0], rows)
+    for start in track(starts, description=description, disable=not progress, transient=True):
+        stop = min(start + rows, x.shape[0])
+        lhs = _augment_left(x[start:stop] - center)
+        acc = out[start:stop]
+        for y_aug, w in rhs:
+            for col in range(0, y_aug.shape[0], _BLOCK_COLUMNS):
+                col_stop = min(col + _BLOCK_COLUMNS, y_aug.shape[0])
+                t = tile[: (stop - start) * (col_stop - col)].view(stop - start, col_stop - col)
+                torch.mm(lhs, y_aug[col:col_stop].T, out=t)
+                acc += kernel.transform_(t) @ w[col:col_stop]
+    return out
+
+
+def kernel_row_sums(kernel: Kernel, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``Σ_j k(x_i, y_j)`` for every row of ``x``, in float64 (see :func:`kernel_matmul`)."""
+    ones = torch.ones(y.shape[0], 1, dtype=x.dtype, device=x.device)
+    return kernel_matmul(kernel, x, [(y, ones)], **kwargs)[:, 0]
+
+
+def _augment_left(x: torch.Tensor) -> torch.Tensor:
+    ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
+    return torch.cat([x, ones, (x * x).sum(dim=1, keepdim=True)], dim=1)
+
+
+def _augment_right(y: torch.Tensor, scale: float) -> torch.Tensor:
+    sq = (y * y).sum(dim=1, keepdim=True)
+    const = torch.full_like(sq, -0.5 * scale)
+    return torch.cat([y * scale, -0.5 * scale * sq, const], dim=1)
+
+
+def _scaled_negative_sqdist(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> torch.Tensor:
+    return torch.cdist(x, y).square_().mul_(-0.5 / bandwidth**2)

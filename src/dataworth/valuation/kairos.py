@@ -1,0 +1,384 @@
+"""KAIROS: model-agnostic data valuation from the exact leave-one-out effect on the MMD.
+
+Seed paper: "KAIROS: Scalable Model-Agnostic Data Valuation", arXiv 2506.23799.
+Formulas: ``shared/DESIGN.md`` §3. With training rows x_1..x_N, clean reference rows z_1..z_M and a
+normalized kernel k (k(x, x) = 1)::
+
+    a_i = (1/N) Σ_j k(x_i, x_j)      b_i = (1/M) Σ_l k(x_i, z_l)      S_QQ = mean a    S_PQ = mean b
+    feature_i = MMD²(P, D∖{i}) − MMD²(P, D)
+              = 2ε(a_i − b_i − S_QQ + S_PQ) + ε²(1 − 2a_i + S_QQ),     ε = −1/(N−1)
+
+is exact for the biased (V-statistic) MMD². With ``label_kernel="indicator"`` the kernel is
+k(x, x')·1[y = y'] and the sums run over rows of the same class. The label term is the residual of
+the one-hot label against the conditional mean embedding fitted on the reference set::
+
+    μ(x) = k(x, Z) (K_ZZ + M α I)⁻¹ Y_Z,         residual_i = ||onehot(y_i) − μ(x_i)||₂
+
+Online updates keep the row sums R_i = Σ_j k(x_i, x_j) and B_i = Σ_l k(x_i, z_l), so adding m rows
+costs O(m (N + M)) kernel evaluations and reproduces a batch fit on the concatenated data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import softmax
+from sklearn.linear_model import LogisticRegression
+
+from dataworth.checks import (
+    DataworthError,
+    FileFormatError,
+    InputError,
+    check_choice,
+    check_features,
+    check_labels,
+    check_positive,
+    check_same_width,
+    encode_labels,
+)
+from dataworth.data import as_dataset, atomic_write, check_output_path, existing_file
+from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, kernel_matmul, make_kernel, median_bandwidth
+from dataworth.result import ValuationResult
+from dataworth.valuation.base import Valuator
+
+_STATE_FORMAT = "dataworth.kairos.state"
+_STATE_VERSION = 1
+LABEL_KERNELS = ("none", "indicator")
+LABEL_MODELS = ("embedding", "logistic")
+COMBINE_RULES = ("worst", "zscore", "raw")
+
+
+class Kairos(Valuator):
+    """KAIROS data values: exact leave-one-out MMD² effect plus a label-consistency residual.
+
+    Parameters
+    ----------
+    kernel : ``"gaussian"`` (default), ``"laplace"`` or ``"imq"``.
+    bandwidth : ``"median"`` (median pairwise distance over ≤ 10,000 fixed-seed pairs of training rows,
+        computed at ``fit`` and kept for ``add``) or a number > 0.
+    label_kernel : ``"none"`` (features only) or ``"indicator"`` (k(x, x')·1[y = y']).
+    label_model : ``"embedding"`` (conditional mean embedding, DESIGN.md §3) or ``"logistic"``
+        (logistic regression on the reference set, the paper authors' variant).
+    combine : how the two terms make ``values_``, on z-scores ``zf = z(feature)``, ``zr = z(residual)``:
+        ``"worst"`` (default) ``min(zf, −zr)``, the more anomalous of the two standardized scores;
+        ``"zscore"`` ``w·zf − (1 − w)·zr``; ``"raw"`` ``w·feature − (1 − w)·residual`` (unstandardized).
+        Chosen on evidence: see ``benchmarks/kairos_combination.py`` and the README.
+    feature_weight : ``w`` for ``combine="zscore"`` / ``"raw"``.
+    label_ridge : α in the embedding's ridge ``M α I``.
+    seed : seeds the bandwidth's pair sample.
+    device : ``"cpu"`` or ``"cuda"``.
+    memory_budget : bytes for one kernel tile (see :func:`~dataworth.kernels.kernel_matmul`).
+    progress : show a progress bar over kernel blocks.
+
+    Without labels only the feature term is computed and ``values_`` equals it.
+    """
+
+    method = "kairos"
+
+    def __init__(
+        self,
+        *,
+        kernel: str = "gaussian",
+        bandwidth: str | float = "median",
+        label_kernel: str = "none",
+        label_model: str = "embedding",
+        combine: str = "worst",
+        feature_weight: float = 0.5,
+        label_ridge: float = 1e-3,
+        seed: int = 0,
+        device: str = "cpu",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+    ) -> None:
+        self.kernel = kernel
+        self.bandwidth = bandwidth
+        self.label_kernel = label_kernel
+        self.label_model = label_model
+        self.combine = combine
+        self.feature_weight = feature_weight
+        self.label_ridge = label_ridge
+        self.seed = seed
+        self.device = device
+        self.memory_budget = memory_budget
+        self.progress = progress
+
+    @classmethod
+    def paper(cls, **kwargs: Any) -> Kairos:
+        """The paper authors' variant: logistic-regression residual, raw blend with λ = 0.97."""
+        return cls(label_model="logistic", combine="raw", feature_weight=0.97, **kwargs)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any = None, *, reference: Any) -> Kairos:
+        """Value every row of ``X`` (labels ``y``) against the clean ``reference`` set.
+
+        ``X`` may be an array, tensor, DataFrame or a file path (then ``y`` comes from the file);
+        ``reference`` a file path, a ``(Z, y_ref)`` pair, a :class:`~dataworth.data.Dataset` or a bare
+        feature array (no labels).
+        """
+        started = time.perf_counter()
+        self._validate_params()
+        train = as_dataset(X, y, "X")
+        ref = as_dataset(reference, None, "reference")
+        x = check_features(train.X, "X", device=self.device)
+        if x.shape[0] < 2:
+            raise InputError(f"KAIROS needs at least 2 training rows; X has {x.shape[0]}")
+        z = check_features(ref.X, "reference", device=self.device).to(x.dtype)
+        check_same_width(x, z, "reference")
+        labels = None if train.y is None else check_labels(train.y, x.shape[0], "y")
+        ref_labels = None if ref.y is None else check_labels(ref.y, z.shape[0], "reference labels")
+        self._check_label_requirements(labels, ref_labels)
+
+        self.classes_ = None if ref_labels is None or labels is None else np.unique(ref_labels)
+        codes = None if self.classes_ is None else encode_labels(labels, self.classes_, "y")
+        ref_codes = None if self.classes_ is None else encode_labels(ref_labels, self.classes_, "reference labels")
+
+        timings: dict[str, float] = {}
+        tick = time.perf_counter()
+        self.bandwidth_ = median_bandwidth(x, seed=self.seed) if self.bandwidth == "median" else float(self.bandwidth)
+        timings["bandwidth"] = time.perf_counter() - tick
+        self._kernel = make_kernel(self.kernel, self.bandwidth_)
+        self._x, self._z, self._codes, self._ref_codes = x, z, codes, ref_codes
+
+        tick = time.perf_counter()
+        sums = self._group_sums(x, codes, [(x, codes), (z, ref_codes)], "KAIROS kernel sums")
+        self._row_sums, self._ref_sums = sums[:, 0], sums[:, 1]
+        timings["feature"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        self._fit_label_model()
+        self._residuals = None if codes is None else self._label_residuals(x, codes)
+        timings["label"] = time.perf_counter() - tick
+        timings["total"] = time.perf_counter() - started
+        self._publish(timings)
+        return self
+
+    def add(self, X_new: Any, y_new: Any = None) -> Kairos:
+        """Append rows and update every value in O(m (N + M)) kernel evaluations.
+
+        The bandwidth, the reference set and the label model stay those of ``fit``, so the result
+        equals a fit on the concatenated rows with the same bandwidth.
+        """
+        self._fitted_result()
+        started = time.perf_counter()
+        new = as_dataset(X_new, y_new, "X_new")
+        x_new = check_features(new.X, "X_new", device=self._x.device).to(self._x.dtype)
+        check_same_width(self._x, x_new, "X_new")
+        codes_new = None
+        if self._codes is not None:
+            if new.y is None:
+                raise InputError("X_new needs labels: this KAIROS state was fitted with labels")
+            codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "y_new"), self.classes_, "y_new")
+
+        old_with_new = self._group_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
+        new_sums = self._group_sums(
+            x_new, codes_new, [(self._x, self._codes), (x_new, codes_new), (self._z, self._ref_codes)], "KAIROS update"
+        )
+        self._row_sums = torch.cat([self._row_sums + old_with_new[:, 0], new_sums[:, 0] + new_sums[:, 1]])
+        self._ref_sums = torch.cat([self._ref_sums, new_sums[:, 2]])
+        if codes_new is not None:
+            self._residuals = np.concatenate([self._residuals, self._label_residuals(x_new, codes_new)])
+            self._codes = np.concatenate([self._codes, codes_new])
+        self._x = torch.cat([self._x, x_new])
+        self._publish({"add": time.perf_counter() - started})
+        return self
+
+    # ------------------------------------------------------------------ state
+    def save_state(self, path: str | os.PathLike) -> Path:
+        """Write everything ``add`` needs to an ``.npz`` file (no pickle), atomically."""
+        self._fitted_result()
+        path = check_output_path(path, "the state file", (".npz",))
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(_STATE_FORMAT),
+            "version": np.array(_STATE_VERSION),
+            "params": np.array(json.dumps(self.get_params())),
+            "bandwidth": np.array(self.bandwidth_),
+            "x": self._x.cpu().numpy(),
+            "z": self._z.cpu().numpy(),
+            "row_sums": self._row_sums.cpu().numpy(),
+            "ref_sums": self._ref_sums.cpu().numpy(),
+        }
+        if self._codes is not None:
+            arrays |= {
+                "classes": _savable(self.classes_),
+                "codes": self._codes,
+                "ref_codes": self._ref_codes,
+                "residuals": self._residuals,
+                **{f"label_model_{k}": v for k, v in self._label_params.items()},
+            }
+        with atomic_write(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        return path
+
+    @classmethod
+    def load_state(cls, path: str | os.PathLike, *, device: str | None = None) -> Kairos:
+        """Rebuild a fitted estimator from :meth:`save_state`; ``device`` overrides the saved one."""
+        path = existing_file(path, "the state file", (".npz",))
+        not_ours = f"{path} is not a dataworth KAIROS state file (write one with --state-out or save_state)"
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except (ValueError, OSError, zipfile.BadZipFile):
+            raise FileFormatError(not_ours) from None
+        if arrays.get("format", np.array("")).item() != _STATE_FORMAT:
+            raise FileFormatError(not_ours)
+        if int(arrays["version"]) != _STATE_VERSION:
+            raise FileFormatError(f"{path} is a KAIROS state of version {int(arrays['version'])}; this dataworth reads {_STATE_VERSION}")
+        params = json.loads(arrays["params"].item())
+        if device is not None:
+            params["device"] = device
+        est = cls(**params)
+        est._validate_params()
+        dev = torch.device(params["device"])
+        est.bandwidth_ = float(arrays["bandwidth"])
+        est._kernel = make_kernel(est.kernel, est.bandwidth_)
+        est._x = torch.from_numpy(arrays["x"]).to(dev)
+        est._z = torch.from_numpy(arrays["z"]).to(dev)
+        est._row_sums = torch.from_numpy(arrays["row_sums"]).to(dev)
+        est._ref_sums = torch.from_numpy(arrays["ref_sums"]).to(dev)
+        labelled = "codes" in arrays
+        est.classes_ = arrays["classes"] if labelled else None
+        est._codes = arrays["codes"] if labelled else None
+        est._ref_codes = arrays["ref_codes"] if labelled else None
+        est._residuals = arrays["residuals"] if labelled else None
+        est._label_params = {
+            k.removeprefix("label_model_"): torch.from_numpy(v).to(dev) if k == "label_model_weights" else v
+            for k, v in arrays.items()
+            if k.startswith("label_model_")
+        }
+        est._publish({})
+        return est
+
+    # ------------------------------------------------------------------ internals
+    def _validate_params(self) -> None:
+        check_choice(self.kernel, "kernel", tuple(KERNELS))
+        check_choice(self.label_kernel, "label_kernel", LABEL_KERNELS)
+        check_choice(self.label_model, "label_model", LABEL_MODELS)
+        check_choice(self.combine, "combine", COMBINE_RULES)
+        if self.bandwidth != "median":
+            check_positive(self.bandwidth, "bandwidth")
+        check_positive(self.label_ridge, "label_ridge")
+        if not 0.0 <= self.feature_weight <= 1.0:
+            raise InputError(f"feature_weight must lie in [0, 1]; got {self.feature_weight!r}")
+
+    def _check_label_requirements(self, labels: np.ndarray | None, ref_labels: np.ndarray | None) -> None:
+        if self.label_kernel == "indicator" and (labels is None or ref_labels is None):
+            missing = "the training set" if labels is None else "the reference set"
+            raise InputError(f"label_kernel='indicator' needs labels, but {missing} has none")
+        if labels is not None and ref_labels is None:
+            raise InputError("the training set has labels but the reference set has none; give reference labels")
+
+    def _group_sums(
+        self,
+        rows: torch.Tensor,
+        row_codes: np.ndarray | None,
+        blocks: list[tuple[torch.Tensor, np.ndarray | None]],
+        description: str,
+    ) -> torch.Tensor:
+        """Column j: Σ over rows of block j of k(row, col), restricted to one class if indicator."""
+        out = torch.zeros(rows.shape[0], len(blocks), dtype=torch.float64, device=rows.device)
+        if self.label_kernel == "none":
+            groups = [(slice(None), [slice(None)] * len(blocks))]
+        else:
+            groups = [
+                (torch.from_numpy(row_codes == c), [torch.from_numpy(cc == c) for _, cc in blocks])
+                for c in np.unique(row_codes)
+            ]
+        for row_sel, col_sels in groups:
+            weighted = []
+            for j, ((cols, _), sel) in enumerate(zip(blocks, col_sels)):
+                picked = cols[sel]
+                weight = torch.zeros(picked.shape[0], len(blocks), dtype=rows.dtype, device=rows.device)
+                weight[:, j] = 1.0
+                weighted.append((picked, weight))
+            out[row_sel] = kernel_matmul(
+                self._kernel, rows[row_sel], weighted, memory_budget=self.memory_budget, progress=self.progress, description=description
+            )
+        return out
+
+    def _fit_label_model(self) -> None:
+        self._label_params: dict[str, Any] = {}
+        if self._ref_codes is None:
+            return
+        onehot = _one_hot(self._ref_codes, len(self.classes_))
+        if self.label_model == "embedding":
+            m = self._z.shape[0]
+            gram = self._kernel.matrix(self._z, self._z)
+            gram.diagonal().add_(m * self.label_ridge)
+            factor, info = torch.linalg.cholesky_ex(gram)
+            if info.item() != 0:
+                raise DataworthError("the reference kernel matrix is not positive definite; increase label_ridge")
+            targets = torch.from_numpy(onehot).to(gram)
+            self._label_params = {"weights": torch.cholesky_solve(targets, factor)}
+        else:
+            if len(self.classes_) < 2:
+                raise InputError("label_model='logistic' needs at least 2 classes in the reference set")
+            model = LogisticRegression(max_iter=2000).fit(self._z.cpu().double().numpy(), self._ref_codes)
+            self._label_params = {"coef": model.coef_, "intercept": model.intercept_}
+
+    def _label_residuals(self, x: torch.Tensor, codes: np.ndarray) -> np.ndarray:
+        """||onehot(y_i) − μ(x_i)||₂ with μ the fitted label model."""
+        if self.label_model == "embedding":
+            weights = self._label_params["weights"]
+            mean = kernel_matmul(self._kernel, x, [(self._z, weights)], memory_budget=self.memory_budget).cpu().numpy()
+        else:
+            logits = x.cpu().double().numpy() @ self._label_params["coef"].T + self._label_params["intercept"]
+            if logits.shape[1] == 1:  # binary logistic regression: P(class 1) = sigmoid(logit)
+                logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
+            mean = softmax(logits, axis=1)
+        return np.linalg.norm(_one_hot(codes, len(self.classes_)) - mean, axis=1)
+
+    def _publish(self, timings: dict[str, float]) -> None:
+        """Recompute the per-row terms from the kept sums (O(N)) and set the fitted attributes."""
+        n, m = self._x.shape[0], self._z.shape[0]
+        self.feature_values_ = loo_mmd_effect(
+            self._row_sums.cpu().numpy() / n, self._ref_sums.cpu().numpy() / m, n_train=n
+        )
+        self.label_residuals_ = self._residuals
+        self.n_train_ = n
+        if self._residuals is None:
+            values = self.feature_values_
+        else:
+            values = combine_terms(self.feature_values_, self._residuals, self.combine, self.feature_weight)
+        components = {"feature": self.feature_values_}
+        if self._residuals is not None:
+            components["label_residual"] = self._residuals
+        params = {**self.get_params(), "bandwidth_value": self.bandwidth_, "n_reference": m}
+        self.result_ = ValuationResult(values, self.method, params=params, timings=timings, components=components)
+
+
+def loo_mmd_effect(a: np.ndarray, b: np.ndarray, *, n_train: int) -> np.ndarray:
+    """Exact ``MMD²(P, D∖{i}) − MMD²(P, D)`` from ``a_i`` and ``b_i`` (DESIGN.md §3), k(x, x) = 1."""
+    s_qq, s_pq = a.mean(), b.mean()
+    eps = -1.0 / (n_train - 1)
+    return 2.0 * eps * (a - b - s_qq + s_pq) + eps**2 * (1.0 - 2.0 * a + s_qq)
+
+
+def combine_terms(feature: np.ndarray, residual: np.ndarray, rule: str, feature_weight: float) -> np.ndarray:
+    """Combine the feature value (higher = better) and label residual (higher = worse); see :class:`Kairos`."""
+    if rule == "raw":
+        return feature_weight * feature - (1.0 - feature_weight) * residual
+    zf, zr = _zscore(feature), _zscore(residual)
+    if rule == "worst":
+        return np.minimum(zf, -zr)
+    return feature_weight * zf - (1.0 - feature_weight) * zr
+
+
+def _zscore(v: np.ndarray) -> np.ndarray:
+    std = v.std()
+    return np.zeros_like(v) if std == 0 else (v - v.mean()) / std
+
+
+def _one_hot(codes: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.eye(n_classes)[codes]
+
+
+def _savable(labels: np.ndarray) -> np.ndarray:
+    """Labels as a numpy array that ``np.load(allow_pickle=False)`` can read back."""
+    return labels.astype(str) if labels.dtype == object else labels

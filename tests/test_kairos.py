@@ -1,0 +1,195 @@
+"""KAIROS against ground truth: brute-force LOO MMD², batch refits, direct solves."""
+
+import numpy as np
+import pytest
+import torch
+
+from dataworth import Kairos, value
+from dataworth.kernels import make_kernel
+
+
+def brute_force_mmd2(X, y, Z, y_ref, kernel, label_kernel):
+    """Biased MMD² between the rows (X, y) and (Z, y_ref) with dense kernel matrices."""
+    def gram(A, ya, B, yb):
+        K = kernel.matrix(torch.from_numpy(A), torch.from_numpy(B)).numpy()
+        return K * (ya[:, None] == yb[None, :]) if label_kernel == "indicator" else K
+
+    return gram(Z, y_ref, Z, y_ref).mean() + gram(X, y, X, y).mean() - 2 * gram(X, y, Z, y_ref).mean()
+
+
+@pytest.mark.parametrize("label_kernel", ["none", "indicator"])
+@pytest.mark.parametrize("kernel", ["gaussian", "laplace", "imq"])
+def test_feature_term_equals_brute_force_leave_one_out(planted, kernel, label_kernel):
+    X, y, Z, y_ref = planted
+    est = Kairos(kernel=kernel, label_kernel=label_kernel).fit(X, y, reference=(Z, y_ref))
+    k = make_kernel(kernel, est.bandwidth_)
+    full = brute_force_mmd2(X, y, Z, y_ref, k, label_kernel)
+    expected = np.array([
+        brute_force_mmd2(np.delete(X, i, 0), np.delete(y, i), Z, y_ref, k, label_kernel) - full for i in range(len(X))
+    ])
+    np.testing.assert_allclose(est.feature_values_, expected, rtol=0, atol=1e-10)
+    assert est.feature_values_[:3].max() < np.median(est.feature_values_)  # planted outliers are worth less
+
+
+def test_feature_term_is_exact_when_blocks_are_tiny(planted):
+    """A memory budget of one row per tile exercises every block boundary."""
+    X, y, Z, y_ref = planted
+    big = Kairos().fit(X, y, reference=(Z, y_ref))
+    tiny = Kairos(memory_budget=1).fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(tiny.feature_values_, big.feature_values_, rtol=0, atol=1e-14)
+
+
+def test_label_residual_equals_direct_solve(planted):
+    X, y, Z, y_ref = planted
+    alpha = 1e-3
+    est = Kairos(label_ridge=alpha).fit(X, y, reference=(Z, y_ref))
+    k = make_kernel("gaussian", est.bandwidth_)
+    K_zz = k.matrix(torch.from_numpy(Z), torch.from_numpy(Z)).numpy()
+    K_xz = k.matrix(torch.from_numpy(X), torch.from_numpy(Z)).numpy()
+    Y = np.eye(3)[y_ref]
+    mu = K_xz @ np.linalg.solve(K_zz + len(Z) * alpha * np.eye(len(Z)), Y)
+    expected = np.linalg.norm(np.eye(3)[y] - mu, axis=1)
+    np.testing.assert_allclose(est.label_residuals_, expected, rtol=0, atol=1e-8)
+
+
+def test_logistic_residual_matches_sklearn_probabilities(planted):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, Z, y_ref = planted
+    est = Kairos.paper().fit(X, y, reference=(Z, y_ref))
+    proba = LogisticRegression(max_iter=2000).fit(Z, y_ref).predict_proba(X)
+    np.testing.assert_allclose(est.label_residuals_, np.linalg.norm(np.eye(3)[y] - proba, axis=1), atol=1e-12)
+    np.testing.assert_allclose(est.values_, 0.97 * est.feature_values_ - 0.03 * est.label_residuals_, atol=1e-15)
+
+
+def test_binary_logistic_residual(planted):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, Z, y_ref = planted
+    y, y_ref = y % 2, y_ref % 2
+    est = Kairos(label_model="logistic").fit(X, y, reference=(Z, y_ref))
+    proba = LogisticRegression(max_iter=2000).fit(Z, y_ref).predict_proba(X)
+    np.testing.assert_allclose(est.label_residuals_, np.linalg.norm(np.eye(2)[y] - proba, axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("label_kernel", ["none", "indicator"])
+@pytest.mark.parametrize("label_model", ["embedding", "logistic"])
+@pytest.mark.parametrize("m", [1, 7, 55])
+def test_add_equals_batch_fit(planted, label_kernel, label_model, m):
+    X, y, Z, y_ref = planted
+    rng = np.random.default_rng(m)
+    extra = rng.integers(0, 3, size=m)
+    X_new = Z[rng.integers(0, len(Z), size=m)] + rng.normal(size=(m, 4))
+    X_new[0] = X[5]  # a duplicate of an existing row
+    params = dict(label_kernel=label_kernel, label_model=label_model, bandwidth=2.5)
+    online = Kairos(**params).fit(X, y, reference=(Z, y_ref)).add(X_new, extra)
+    batch = Kairos(**params).fit(np.vstack([X, X_new]), np.concatenate([y, extra]), reference=(Z, y_ref))
+    assert online.values_.shape == (len(X) + m,)
+    np.testing.assert_allclose(online.feature_values_, batch.feature_values_, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(online.label_residuals_, batch.label_residuals_, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(online.values_, batch.values_, rtol=0, atol=1e-10)
+
+
+def test_add_keeps_the_median_bandwidth_of_fit(planted):
+    X, y, Z, y_ref = planted
+    est = Kairos().fit(X, y, reference=(Z, y_ref))
+    bandwidth = est.bandwidth_
+    est.add(X[:5] * 10, y[:5])
+    assert est.bandwidth_ == bandwidth
+    batch = Kairos(bandwidth=bandwidth).fit(np.vstack([X, X[:5] * 10]), np.concatenate([y, y[:5]]), reference=(Z, y_ref))
+    np.testing.assert_allclose(est.values_, batch.values_, atol=1e-10)
+
+
+@pytest.mark.parametrize("label_kernel", ["none", "indicator"])
+def test_values_are_invariant_to_permuting_training_rows(label_kernel):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 5))  # 44,850 pairs: the bandwidth uses a sample of 10,000
+    y = rng.integers(0, 4, 300)
+    Z, y_ref = rng.normal(size=(60, 5)), rng.integers(0, 4, 60)
+    perm = rng.permutation(300)
+    a = Kairos(label_kernel=label_kernel).fit(X, y, reference=(Z, y_ref))
+    b = Kairos(label_kernel=label_kernel).fit(X[perm], y[perm], reference=(Z, y_ref))
+    assert a.bandwidth_ == b.bandwidth_
+    np.testing.assert_allclose(b.values_, a.values_[perm], rtol=0, atol=1e-12)
+
+
+def test_same_seed_same_numbers_and_seed_matters():
+    rng = np.random.default_rng(4)
+    X, Z = rng.normal(size=(300, 5)), rng.normal(size=(40, 5))
+    first = Kairos(seed=1).fit(X, reference=Z)
+    again = Kairos(seed=1).fit(X, reference=Z)
+    other = Kairos(seed=2).fit(X, reference=Z)
+    np.testing.assert_array_equal(first.values_, again.values_)
+    assert other.bandwidth_ != first.bandwidth_
+
+
+def test_median_bandwidth_uses_all_pairs_when_few():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(30, 3))
+    from scipy.spatial.distance import pdist
+
+    est = Kairos().fit(X, reference=X[:10])
+    assert est.bandwidth_ == pytest.approx(np.median(pdist(X)), rel=1e-12)
+
+
+def test_without_labels_values_are_the_feature_term(planted):
+    X, _, Z, _ = planted
+    est = Kairos().fit(X, reference=Z)
+    assert est.label_residuals_ is None
+    np.testing.assert_array_equal(est.values_, est.feature_values_)
+
+
+def test_combination_rules(planted):
+    X, y, Z, y_ref = planted
+    est = Kairos(combine="zscore", feature_weight=0.3).fit(X, y, reference=(Z, y_ref))
+    f, r = est.feature_values_, est.label_residuals_
+    zf, zr = (f - f.mean()) / f.std(), (r - r.mean()) / r.std()
+    np.testing.assert_allclose(est.values_, 0.3 * zf - 0.7 * zr, atol=1e-12)
+    worst = Kairos().fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(worst.values_, np.minimum(zf, -zr), atol=1e-12)
+
+
+def test_float32_input_stays_close_to_float64(planted):
+    X, y, Z, y_ref = planted
+    exact = Kairos(bandwidth=3.0).fit(X, y, reference=(Z, y_ref))
+    fast = Kairos(bandwidth=3.0).fit(X.astype(np.float32), y, reference=(Z.astype(np.float32), y_ref))
+    scale = np.abs(exact.feature_values_).max()
+    np.testing.assert_allclose(fast.feature_values_, exact.feature_values_, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(fast.label_residuals_, exact.label_residuals_, rtol=0, atol=1e-4)
+
+
+def test_state_round_trip_then_add(planted, tmp_path):
+    X, y, Z, y_ref = planted
+    y_str, y_ref_str = np.array(["a", "b", "c"])[y], np.array(["a", "b", "c"])[y_ref]
+    est = Kairos(label_kernel="indicator").fit(X[:30], y_str[:30], reference=(Z, y_ref_str))
+    est.save_state(tmp_path / "state.npz")
+    loaded = Kairos.load_state(tmp_path / "state.npz")
+    np.testing.assert_array_equal(loaded.values_, est.values_)
+    assert loaded.get_params() == est.get_params()
+    loaded.add(X[30:], y_str[30:])
+    batch = Kairos(label_kernel="indicator", bandwidth=est.bandwidth_).fit(X, y_str, reference=(Z, y_ref_str))
+    np.testing.assert_allclose(loaded.values_, batch.values_, atol=1e-10)
+
+
+def test_value_entry_point(planted):
+    X, y, Z, y_ref = planted
+    result = value(X, y, reference=(Z, y_ref), method="kairos", label_kernel="indicator")
+    est = Kairos(label_kernel="indicator").fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_array_equal(result.values, est.values_)
+    assert result.method == "kairos" and set(result.components) == {"feature", "label_residual"}
+
+
+def test_kairos_finds_planted_label_noise():
+    """On digits with 10% flipped labels, the flipped rows get low values."""
+    from sklearn.datasets import load_digits
+    from sklearn.metrics import roc_auc_score
+
+    X, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(y))
+    ref, train = order[:300], order[300:900]
+    y_train = y[train].copy()
+    flipped = rng.random(len(train)) < 0.1
+    y_train[flipped] = (y_train[flipped] + rng.integers(1, 10, flipped.sum())) % 10
+    est = Kairos().fit(X[train], y_train, reference=(X[ref], y[ref]))
+    assert roc_auc_score(flipped, -est.values_) > 0.95
