@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
-from rich.progress import track
 
 from dataworth.checks import InputError, check_positive
+from dataworth.progress import progress_iter
 
 #: Default bytes for one kernel tile; tiles of 1-2k rows × 2k columns keep the GEMM efficient
 #: while the elementwise pass stays in cache (see benchmarks/kairos_speed.py).
@@ -141,7 +141,7 @@ def kernel_matmul(
     rows = int(max(1, min(x.shape[0], memory_budget // (_BLOCK_COLUMNS * x.element_size()))))
     tile = torch.empty(rows * _BLOCK_COLUMNS, dtype=dtype, device=device)
     starts = range(0, x.shape[0], rows)
-    for start in track(starts, description=description, disable=not progress, transient=True):
+    for start in progress_iter(starts, description, enabled=progress):
         stop = min(start + rows, x.shape[0])
         lhs = _augment_left(x[start:stop] - center)
         acc = out[start:stop]

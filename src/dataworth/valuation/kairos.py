@@ -124,19 +124,19 @@ class Kairos(Valuator):
         """
         started = time.perf_counter()
         self._validate_params()
-        train = as_dataset(X, y, "X")
-        ref = as_dataset(reference, None, "reference")
-        x = check_features(train.X, "X", device=self.device)
+        train = as_dataset(X, y, "the training set")
+        ref = as_dataset(reference, None, "the reference set")
+        x = check_features(train.X, "the training set", device=self.device)
         if x.shape[0] < 2:
-            raise InputError(f"KAIROS needs at least 2 training rows; X has {x.shape[0]}")
-        z = check_features(ref.X, "reference", device=self.device).to(x.dtype)
-        check_same_width(x, z, "reference")
-        labels = None if train.y is None else check_labels(train.y, x.shape[0], "y")
+            raise InputError(f"KAIROS needs at least 2 training rows; the training set has {x.shape[0]}")
+        z = check_features(ref.X, "the reference set", device=self.device).to(x.dtype)
+        check_same_width(x, z, "the reference set")
+        labels = None if train.y is None else check_labels(train.y, x.shape[0], "the training labels")
         ref_labels = None if ref.y is None else check_labels(ref.y, z.shape[0], "reference labels")
         self._check_label_requirements(labels, ref_labels)
 
         self.classes_ = None if ref_labels is None or labels is None else np.unique(ref_labels)
-        codes = None if self.classes_ is None else encode_labels(labels, self.classes_, "y")
+        codes = None if self.classes_ is None else encode_labels(labels, self.classes_, "the training labels")
         ref_codes = None if self.classes_ is None else encode_labels(ref_labels, self.classes_, "reference labels")
 
         timings: dict[str, float] = {}
@@ -167,14 +167,14 @@ class Kairos(Valuator):
         """
         self._fitted_result()
         started = time.perf_counter()
-        new = as_dataset(X_new, y_new, "X_new")
-        x_new = check_features(new.X, "X_new", device=self._x.device).to(self._x.dtype)
-        check_same_width(self._x, x_new, "X_new")
+        new = as_dataset(X_new, y_new, "the new rows")
+        x_new = check_features(new.X, "the new rows", device=self._x.device).to(self._x.dtype)
+        check_same_width(self._x, x_new, "the new rows")
         codes_new = None
         if self._codes is not None:
             if new.y is None:
-                raise InputError("X_new needs labels: this KAIROS state was fitted with labels")
-            codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "y_new"), self.classes_, "y_new")
+                raise InputError("the new rows need labels: this KAIROS state was fitted with labels")
+            codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "the new labels"), self.classes_, "the new labels")
 
         old_with_new = self._group_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
         new_sums = self._group_sums(

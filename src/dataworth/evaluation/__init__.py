@@ -1,0 +1,1 @@
+"""Evaluation: corruptions with known ground truth, and detection metrics."""
