@@ -77,7 +77,7 @@ def check_labels(data: Any, n_rows: int, name: str) -> np.ndarray:
     if labels.ndim != 1:
         raise InputError(f"{name} must be 1-D (one label per row); got shape {labels.shape}")
     if labels.shape[0] != n_rows:
-        raise InputError(f"{name} has {labels.shape[0]} labels but the features have {n_rows} rows")
+        raise InputError(f"{name} do not match the features: {labels.shape[0]} labels for {n_rows} rows")
     if labels.dtype.kind == "f" and not np.isfinite(labels).all():
         raise InputError(f"{name} contains NaN or inf labels (first at row {int(np.argmin(np.isfinite(labels)))})")
     if labels.dtype == object:

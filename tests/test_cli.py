@@ -1,0 +1,169 @@
+"""The command line: results against ground truth, and one clear error line for every bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from dataworth import Kairos, ValuationResult
+from dataworth.cli import app
+from dataworth.kernels import make_kernel
+from mmd_oracle import loo_effects
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def files(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    np.savez(tmp_path / "train.npz", X=X[:30], y=y[:30])
+    np.savez(tmp_path / "new.npz", X=X[30:], y=y[30:])
+    np.savez(tmp_path / "all.npz", X=X, y=y)
+    np.savez(tmp_path / "ref.npz", X=Z, y=y_ref)
+    return tmp_path
+
+
+def test_value_feature_term_is_the_exact_leave_one_out_mmd_change(files, planted):
+    X, y, Z, y_ref = planted
+    result = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "out.csv",
+                 "--term", "feature", "--label-kernel", "indicator", "--bandwidth", "2.5")
+    assert result.exit_code == 0, result.stderr
+    table = pd.read_csv(files / "out.csv")
+    assert list(table.columns) == ["index", "value", "feature", "label_residual"]
+    expected = loo_effects(X[:30], y[:30], Z, y_ref, make_kernel("gaussian", 2.5), "indicator")
+    np.testing.assert_allclose(table["value"], expected, rtol=0, atol=1e-10)
+    np.testing.assert_array_equal(table["index"], np.arange(30))
+
+
+def test_update_equals_value_on_the_concatenated_data(files):
+    first = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "a.csv",
+                "--state-out", files / "state.npz")
+    assert first.exit_code == 0, first.stderr
+    bandwidth = Kairos.load_state(files / "state.npz").bandwidth_
+    updated = run("update", "--state", files / "state.npz", "--add", files / "new.npz", "--out", files / "b.parquet",
+                  "--state-out", files / "state2.npz")
+    assert updated.exit_code == 0, updated.stderr
+    batch = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", files / "c.csv",
+                "--bandwidth", repr(bandwidth))
+    assert batch.exit_code == 0, batch.stderr
+    online, full = pd.read_parquet(files / "b.parquet"), pd.read_csv(files / "c.csv")
+    assert len(online) == 40
+    for column in ("value", "feature", "label_residual"):
+        np.testing.assert_allclose(online[column], full[column], rtol=0, atol=1e-10)
+    assert ValuationResult.load(files / "b.parquet").params["term"] == "combined"
+    assert (files / "state2.npz").exists()
+
+
+def test_csv_input_with_named_label_column(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    train = pd.DataFrame(X, columns=[f"f{i}" for i in range(4)]).assign(target=np.array(["a", "b", "c"])[y])
+    ref = pd.DataFrame(Z, columns=[f"f{i}" for i in range(4)]).assign(target=np.array(["a", "b", "c"])[y_ref])
+    train.to_csv(tmp_path / "train.csv", index=False)
+    ref.to_parquet(tmp_path / "ref.parquet")
+    result = run("value", tmp_path / "train.csv", "--reference", tmp_path / "ref.parquet", "--out", tmp_path / "o.csv",
+                 "--label-column", "target")
+    assert result.exit_code == 0, result.stderr
+    expected = Kairos().fit(X, np.array(["a", "b", "c"])[y], reference=(Z, np.array(["a", "b", "c"])[y_ref])).values_
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "o.csv")["value"], expected, atol=1e-12)
+
+
+def test_features_only_npy_needs_the_feature_term(tmp_path, planted):
+    X, _, Z, _ = planted
+    np.save(tmp_path / "train.npy", X)
+    np.save(tmp_path / "ref.npy", Z)
+    ok = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "o.csv", "--term", "feature")
+    assert ok.exit_code == 0, ok.stderr
+    assert list(pd.read_csv(tmp_path / "o.csv").columns) == ["index", "value", "feature"]
+    bad = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "p.csv")
+    assert bad.exit_code == 2 and "--term combined needs labels" in bad.stderr
+
+
+def _write_bad_inputs(d, X, y, Z, y_ref):
+    """name -> (TRAIN, REF, extra args, expected message fragment)."""
+    (d / "notes.txt").write_text("hello")
+    Xn = X.copy()
+    Xn[4, 2] = np.nan
+    np.savez(d / "nan.npz", X=Xn, y=y)
+    Xi = X.copy()
+    Xi[7, 0] = np.inf
+    np.savez(d / "inf.npz", X=Xi, y=y)
+    np.savez(d / "short_y.npz", X=X, y=y[:-3])
+    np.savez(d / "wide_ref.npz", X=np.hstack([Z, Z]), y=y_ref)
+    np.savez(d / "empty_ref.npz", X=np.zeros((0, 4)), y=np.zeros(0, dtype=int))
+    np.savez(d / "one_row.npz", X=X[:1], y=y[:1])
+    np.savez(d / "unknown_label.npz", X=X, y=np.where(np.arange(len(y)) == 3, 9, y))
+    pd.DataFrame({"f0": X[:, 0], "colour": ["red"] * len(X), "label": y}).to_csv(d / "text.csv", index=False)
+    pd.DataFrame({"f0": X[:, 0], "label": y}).to_csv(d / "good.csv", index=False)
+    return {
+        "missing file": ("missing.npz", "ref.npz", [], "TRAIN file not found"),
+        "unknown extension": ("notes.txt", "ref.npz", [], "unsupported file type '.txt' for TRAIN"),
+        "NaN features": ("nan.npz", "ref.npz", [], "the training set contains NaN or inf (first at row 4, column 2)"),
+        "inf features": ("inf.npz", "ref.npz", [], "contains NaN or inf (first at row 7, column 0)"),
+        "X/y length mismatch": ("short_y.npz", "ref.npz", [], "the training labels do not match the features: 37 labels for 40 rows"),
+        "dimension mismatch": ("train.npz", "wide_ref.npz", [], "the reference set has 8 features but the training set has 4"),
+        "empty reference": ("train.npz", "empty_ref.npz", [], "the reference set is empty"),
+        "one training row": ("one_row.npz", "ref.npz", [], "KAIROS needs at least 2 training rows"),
+        "unknown label": ("unknown_label.npz", "ref.npz", [], "labels that do not occur in the reference set: 9"),
+        "non-numeric column": ("text.csv", "ref.npz", [], "TRAIN has non-numeric feature columns: colour"),
+        "missing label column": ("good.csv", "ref.npz", ["--label-column", "target"], "TRAIN has no label column 'target'"),
+        "bandwidth zero": ("train.npz", "ref.npz", ["--bandwidth", "0"], "--bandwidth must be a finite number > 0"),
+        "bandwidth negative": ("train.npz", "ref.npz", ["--bandwidth", "-2"], "--bandwidth must be a finite number > 0"),
+        "bandwidth text": ("train.npz", "ref.npz", ["--bandwidth", "wide"], "--bandwidth must be 'median' or a number > 0"),
+        "unknown label kernel": ("train.npz", "ref.npz", ["--label-kernel", "cosine"], "label_kernel must be one of none, indicator"),
+    }
+
+
+BAD_VALUE_INPUTS = [
+    "missing file", "unknown extension", "NaN features", "inf features", "X/y length mismatch", "dimension mismatch",
+    "empty reference", "one training row", "unknown label", "non-numeric column", "missing label column",
+    "bandwidth zero", "bandwidth negative", "bandwidth text", "unknown label kernel",
+]
+
+
+@pytest.mark.parametrize("case", BAD_VALUE_INPUTS)
+def test_bad_input_gives_one_line_and_no_output(files, planted, case):
+    train, ref, extra, message = _write_bad_inputs(files, *planted)[case]
+    out, state = files / "out.csv", files / "state.npz"
+    result = run("value", files / train, "--reference", files / ref, "--out", out, "--state-out", state, *extra)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not out.exists() and not state.exists()
+    assert not [p for p in files.iterdir() if p.name.startswith(".out.csv")]  # no temporary left behind
+
+
+@pytest.mark.parametrize("content", [b"not a zip archive", None])
+def test_update_rejects_a_state_file_that_is_not_ours(files, content):
+    state = files / "foreign.npz"
+    if content is None:
+        np.savez(state, X=np.zeros((3, 2)))
+    else:
+        state.write_bytes(content)
+    out = files / "out.csv"
+    result = run("update", "--state", state, "--add", files / "new.npz", "--out", out)
+    assert result.exit_code == 2
+    assert "is not a dataworth KAIROS state file" in result.stderr and result.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unknown_output_extension_is_refused_before_any_work(files):
+    result = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "out.xlsx")
+    assert result.exit_code == 2 and "unsupported file type '.xlsx' for --out" in result.stderr
+    assert not (files / "out.xlsx").exists()
+
+
+def test_console_script_prints_no_traceback(files):
+    """The installed entry point, run as users run it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dataworth.cli", "value", str(files / "missing.npz"), "--reference", str(files / "ref.npz"),
+         "--out", str(files / "o.csv")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: TRAIN file not found: {files / 'missing.npz'}\n"

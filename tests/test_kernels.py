@@ -1,0 +1,81 @@
+"""Blocked kernel products against dense matrices; the bandwidth heuristic against its definition."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist, pdist
+
+from dataworth import InputError
+from dataworth.kernels import kernel_matmul, kernel_row_sums, make_kernel, median_bandwidth
+
+FORMULAS = {
+    "gaussian": lambda d, s: np.exp(-(d**2) / (2 * s**2)),
+    "laplace": lambda d, s: np.exp(-d / s),
+    "imq": lambda d, s: 1 / np.sqrt(1 + d**2 / s**2),
+}
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+def test_dense_matrix_matches_the_formula(name):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)), rng.normal(size=(15, 3))
+    dense = make_kernel(name, 1.7).matrix(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(dense, FORMULAS[name](cdist(x, y), 1.7), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+@pytest.mark.parametrize("budget", [1, 700, 2**24])
+def test_blocked_products_equal_dense_products(name, budget):
+    """Several column blocks with their own weights, far-from-origin data, tiles of every size."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2500, 6)) + 50.0
+    y1, y2 = rng.normal(size=(2100, 6)) + 50.0, rng.normal(size=(30, 6)) + 50.0
+    w1, w2 = rng.normal(size=(2100, 3)), rng.normal(size=(30, 3))
+    kernel = make_kernel(name, 2.0)
+    got = kernel_matmul(kernel, torch.from_numpy(x), [(torch.from_numpy(y1), torch.from_numpy(w1)),
+                                                       (torch.from_numpy(y2), torch.from_numpy(w2))], memory_budget=budget)
+    expected = FORMULAS[name](cdist(x, y1), 2.0) @ w1 + FORMULAS[name](cdist(x, y2), 2.0) @ w2
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_row_sums_over_many_columns_stay_accurate():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 8))
+    y = rng.normal(size=(20000, 8))
+    exact = FORMULAS["gaussian"](cdist(x, y), 3.0).sum(1)
+    got = kernel_row_sums(make_kernel("gaussian", 3.0), torch.from_numpy(x).float(), torch.from_numpy(y).float())
+    np.testing.assert_allclose(got.numpy(), exact, rtol=1e-5)
+
+
+def test_median_bandwidth_is_the_median_distance_and_order_free():
+    rng = np.random.default_rng(3)
+    small = rng.normal(size=(50, 4))
+    assert median_bandwidth(torch.from_numpy(small)) == pytest.approx(np.median(pdist(small)), rel=1e-12)
+    large = rng.normal(size=(1000, 4))
+    sampled = median_bandwidth(torch.from_numpy(large))
+    assert sampled == median_bandwidth(torch.from_numpy(large[rng.permutation(1000)]))
+    assert sampled == pytest.approx(np.median(pdist(large)), rel=0.03)  # 10,000 sampled pairs
+
+
+def test_median_bandwidth_skips_duplicates_and_rejects_identical_rows():
+    x = np.vstack([np.zeros((40, 2)), [[3.0, 4.0]]])
+    assert median_bandwidth(torch.from_numpy(x)) == 5.0
+    with pytest.raises(InputError, match="all sampled training rows are identical"):
+        median_bandwidth(torch.zeros(10, 3, dtype=torch.float64))
+
+
+def test_unknown_kernel_and_bad_bandwidth_are_refused():
+    with pytest.raises(InputError, match="kernel must be one of gaussian, laplace, imq"):
+        make_kernel("cosine", 1.0)
+    with pytest.raises(InputError, match="bandwidth must be a finite number > 0"):
+        make_kernel("gaussian", float("nan"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_matches_cpu():
+    rng = np.random.default_rng(4)
+    x, y = torch.from_numpy(rng.normal(size=(500, 5))), torch.from_numpy(rng.normal(size=(700, 5)))
+    kernel = make_kernel("gaussian", 1.5)
+    np.testing.assert_allclose(kernel_row_sums(kernel, x.cuda(), y.cuda()).cpu().numpy(),
+                               kernel_row_sums(kernel, x, y).numpy(), rtol=1e-10)
