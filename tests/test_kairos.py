@@ -131,10 +131,19 @@ def test_combination_rules(planted):
     X, y, Z, y_ref = planted
     est = Kairos(combine="zscore", feature_weight=0.3).fit(X, y, reference=(Z, y_ref))
     f, r = est.feature_values_, est.label_residuals_
-    zf, zr = (f - f.mean()) / f.std(), (r - r.mean()) / r.std()
+    zf = (f - np.median(f)) / (1.4826 * np.median(np.abs(f - np.median(f))))
+    zr = (r - np.median(r)) / (1.4826 * np.median(np.abs(r - np.median(r))))
     np.testing.assert_allclose(est.values_, 0.3 * zf - 0.7 * zr, atol=1e-12)
     worst = Kairos().fit(X, y, reference=(Z, y_ref))
     np.testing.assert_allclose(worst.values_, np.minimum(zf, -zr), atol=1e-12)
+
+
+def test_robust_zscore_falls_back_when_most_values_tie():
+    from dataworth.valuation.kairos import robust_zscore
+
+    ties = np.array([1.0, 1.0, 1.0, 1.0, 5.0])
+    np.testing.assert_allclose(robust_zscore(ties), (ties - 1.0) / ties.std())
+    np.testing.assert_array_equal(robust_zscore(np.ones(4)), np.zeros(4))
 
 
 def test_float32_input_stays_close_to_float64(planted):

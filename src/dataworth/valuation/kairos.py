@@ -33,7 +33,6 @@ from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 
 from dataworth.checks import (
-    DataworthError,
     FileFormatError,
     InputError,
     check_choice,
@@ -45,6 +44,7 @@ from dataworth.checks import (
 )
 from dataworth.data import as_dataset, atomic_write, check_output_path, existing_file
 from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, kernel_matmul, make_kernel, median_bandwidth
+from dataworth.linalg import solve_spd_inplace
 from dataworth.result import ValuationResult
 from dataworth.valuation.base import Valuator
 
@@ -66,9 +66,10 @@ class Kairos(Valuator):
     label_kernel : ``"none"`` (features only) or ``"indicator"`` (k(x, x')·1[y = y']).
     label_model : ``"embedding"`` (conditional mean embedding, DESIGN.md §3) or ``"logistic"``
         (logistic regression on the reference set, the paper authors' variant).
-    combine : how the two terms make ``values_``, on z-scores ``zf = z(feature)``, ``zr = z(residual)``:
-        ``"worst"`` (default) ``min(zf, −zr)``, the more anomalous of the two standardized scores;
-        ``"zscore"`` ``w·zf − (1 − w)·zr``; ``"raw"`` ``w·feature − (1 − w)·residual`` (unstandardized).
+    combine : how the two terms make ``values_``, on robust z-scores (median / 1.4826·MAD over the
+        training rows) ``zf = z(feature)``, ``zr = z(residual)``: ``"worst"`` (default) ``min(zf, −zr)``,
+        the more anomalous of the two standardized scores; ``"zscore"`` ``w·zf − (1 − w)·zr``;
+        ``"raw"`` ``w·feature − (1 − w)·residual`` (unstandardized, the paper's form).
         Chosen on evidence: see ``benchmarks/kairos_combination.py`` and the README.
     feature_weight : ``w`` for ``combine="zscore"`` / ``"raw"``.
     label_ridge : α in the embedding's ridge ``M α I``.
@@ -308,14 +309,10 @@ class Kairos(Valuator):
             return
         onehot = _one_hot(self._ref_codes, len(self.classes_))
         if self.label_model == "embedding":
-            m = self._z.shape[0]
-            gram = self._kernel.matrix(self._z, self._z)
-            gram.diagonal().add_(m * self.label_ridge)
-            factor, info = torch.linalg.cholesky_ex(gram)
-            if info.item() != 0:
-                raise DataworthError("the reference kernel matrix is not positive definite; increase label_ridge")
-            targets = torch.from_numpy(onehot).to(gram)
-            self._label_params = {"weights": torch.cholesky_solve(targets, factor)}
+            gram = self._kernel.matrix(self._z, self._z).cpu()
+            gram.diagonal().add_(self._z.shape[0] * self.label_ridge)
+            weights = solve_spd_inplace(gram.numpy(), onehot.astype(gram.numpy().dtype), what="K_ZZ + M·label_ridge·I")
+            self._label_params = {"weights": torch.from_numpy(weights).to(self._z.device)}
         else:
             if len(self.classes_) < 2:
                 raise InputError("label_model='logistic' needs at least 2 classes in the reference set")
@@ -364,15 +361,23 @@ def combine_terms(feature: np.ndarray, residual: np.ndarray, rule: str, feature_
     """Combine the feature value (higher = better) and label residual (higher = worse); see :class:`Kairos`."""
     if rule == "raw":
         return feature_weight * feature - (1.0 - feature_weight) * residual
-    zf, zr = _zscore(feature), _zscore(residual)
+    zf, zr = robust_zscore(feature), robust_zscore(residual)
     if rule == "worst":
         return np.minimum(zf, -zr)
     return feature_weight * zf - (1.0 - feature_weight) * zr
 
 
-def _zscore(v: np.ndarray) -> np.ndarray:
-    std = v.std()
-    return np.zeros_like(v) if std == 0 else (v - v.mean()) / std
+def robust_zscore(v: np.ndarray) -> np.ndarray:
+    """``(v − median) / (1.4826 · MAD)``: a z-score that the corrupted rows themselves cannot inflate.
+
+    Falls back to the standard deviation when more than half the entries are equal (MAD = 0), and
+    to zeros when all are.
+    """
+    center = np.median(v)
+    scale = 1.4826 * np.median(np.abs(v - center))
+    if scale == 0:
+        scale = v.std()
+    return np.zeros_like(v) if scale == 0 else (v - center) / scale
 
 
 def _one_hot(codes: np.ndarray, n_classes: int) -> np.ndarray:

@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# The CPU build of torch first, so that resolving `torch>=2.2` never pulls a multi-GB CUDA build.
+$(VENV)/.torch: $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install torch==2.13.0
+	touch $@
+
+install: $(VENV)/.torch
+	$(PIP) install -e .
+
+demo: install
+	$(VENV)/bin/dataworth demo
+
+test: $(VENV)/.torch
+	$(PIP) install -e '.[test]'
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/kairos_speed.py
+	$(PY) benchmarks/kairos_combination.py

@@ -1,0 +1,107 @@
+"""KAIROS speed and memory, measured against the work it cannot avoid, in the same process.
+
+1. N = 20,000, M = 5,000, d = 256, float32, CPU: time of the feature term (a full ``Kairos.fit``
+   without labels: validation, bandwidth, blocked kernel sums, closed form) divided by the time of the
+   one matrix product X·[X;Z]ᵀ it must do (torch.mm, materialized). Best of 3 for both. Target <= 1.6.
+2. N = 100,000, M = 10,000, d = 256, float32, full KAIROS with labels, in a fresh subprocess: peak
+   resident memory during ``fit`` (VmHWM after resetting it just before; it includes the Python/torch
+   runtime and the 110 MB of input, shown as "before fit"). Target < 1.5 GB. Linux only.
+3. In the same subprocess: ``add`` of m = 100 rows vs the fit of 100,000 rows (a refit costs the
+   fit of 100,100 rows; the fit of 100,000 is used as its stand-in). Target >= 50x.
+
+Run:  .venv/bin/python benchmarks/kairos_speed.py          (about 4 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+from dataworth import Kairos
+
+
+def clustered(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 Gaussian clusters: a stand-in for embeddings with labels."""
+    rng = np.random.default_rng(seed)
+    centers = np.random.default_rng(0).normal(scale=2.0, size=(classes, d)).astype(np.float32)
+    y = rng.integers(0, classes, n)
+    X = rng.standard_normal((n, d), dtype=np.float32)
+    X += centers[y]
+    return X, y
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def speed_ratio(n: int = 20_000, m: int = 5_000, d: int = 256) -> dict[str, float]:
+    X, _ = clustered(n, d, 10, seed=1)
+    Z, _ = clustered(m, d, 10, seed=2)
+    x, xz = torch.from_numpy(X), torch.from_numpy(np.vstack([X, Z]))
+    gemm = best_of(3, lambda: torch.mm(x, xz.T))
+    feature = best_of(3, lambda: Kairos().fit(X, reference=Z))
+    return {"gemm_s": gemm, "feature_s": feature, "ratio": feature / gemm}
+
+
+def memory_and_update(n: int = 100_000, m: int = 10_000, d: int = 256, added: int = 100) -> dict[str, float]:
+    X, y = clustered(n + added, d, 10, seed=3)
+    Z, y_ref = clustered(m, d, 10, seed=4)
+    rss_before = _resident_gb("VmRSS")
+    _reset_peak_rss()
+    start = time.perf_counter()
+    est = Kairos().fit(X[:n], y[:n], reference=(Z, y_ref))
+    fit = time.perf_counter() - start
+    peak = _resident_gb("VmHWM")
+    start = time.perf_counter()
+    est.add(X[n:], y[n:])
+    add = time.perf_counter() - start
+    return {"rss_before_fit_gb": rss_before, "peak_rss_gb": peak, "fit_s": fit, "add_s": add, "speedup": fit / add}
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark of resident memory (Linux: write 5 to clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
+def _resident_gb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) from /proc/self/status, in GiB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--memory-child"]:
+        print(json.dumps(memory_and_update()))
+        return
+    speed = speed_ratio()
+    child = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True, text=True, check=True)
+    big = json.loads(child.stdout.strip().splitlines()[-1])
+    rows = [
+        ("feature term / GEMM X·[X;Z]ᵀ (N=20k, M=5k, d=256, fp32)",
+         f"{speed['feature_s']:.2f} s / {speed['gemm_s']:.2f} s = {speed['ratio']:.2f}", "<= 1.6"),
+        ("peak RSS, full KAIROS (N=100k, M=10k, d=256, fp32)",
+         f"{big['peak_rss_gb']:.2f} GiB (before fit: {big['rss_before_fit_gb']:.2f} GiB)", "< 1.5 GB"),
+        ("add m=100 vs fit at N=100k", f"{big['fit_s']:.1f} s / {big['add_s']:.3f} s = {big['speedup']:.0f}x", ">= 50x"),
+    ]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| measurement | result | target |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
