@@ -66,8 +66,14 @@ def main() -> None:
         for rule in RULES:
             for c in CORRUPTIONS:
                 scores[rule][c].append(np.mean(per_set[rule][c]))
-        print(f"{name}: " + "; ".join(f"{r.split(',')[0]} {np.mean(per_set[r]['label flip']):.3f}/{np.mean(per_set[r]['feature noise']):.3f}" for r in RULES))
-    print("\n| rule | label flips 10% | feature noise 5% | worst of the two |\n|---|---|---|---|")
+    print("Reproduce: .venv/bin/python benchmarks/kairos_combination.py\n")
+    print("AUROC, label flips / feature noise, mean of 3 seeds\n")
+    print("| dataset | " + " | ".join(RULES) + " |")
+    print("|---" * (len(RULES) + 1) + "|")
+    for i, name in enumerate(DATASETS):
+        cells = [f"{scores[r]['label flip'][i]:.3f} / {scores[r]['feature noise'][i]:.3f}" for r in RULES]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nMean over datasets\n\n| rule | label flips 10% | feature noise 5% | worse of the two |\n|---|---|---|---|")
     for rule in RULES:
         means = [np.mean(scores[rule][c]) for c in CORRUPTIONS]
         print(f"| {rule} | {means[0]:.3f} | {means[1]:.3f} | {min(means):.3f} |")
