@@ -53,7 +53,7 @@ def corrupted(loader, split_seed: int, standardize: bool, seed: int):
 
 def main() -> None:
     scores = {rule: {c: [] for c in CORRUPTIONS} for rule in RULES}
-    for name, (loader, split_seed, standardize) in DATASETS.items():
+    for loader, split_seed, standardize in DATASETS.values():
         per_set = {rule: {c: [] for c in CORRUPTIONS} for rule in RULES}
         for seed in range(3):
             X, y, Z, y_ref, masks = corrupted(loader, split_seed, standardize, seed)

@@ -29,7 +29,7 @@ def image_grid(images: np.ndarray, captions: list[str], *, value_range: tuple[fl
     fig, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.45 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, image, caption in zip(axes.ravel(), images, captions):
+    for ax, image, caption in zip(axes.ravel(), images, captions, strict=False):  # grid may have spare axes
         ax.imshow(image, cmap="gray_r", interpolation="nearest", vmin=value_range[0], vmax=value_range[1])
         ax.set_title(caption, fontsize=7)
     return _png(fig)

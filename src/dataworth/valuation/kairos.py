@@ -46,7 +46,7 @@ from dataworth.data import as_dataset, atomic_write, check_output_path, existing
 from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, kernel_matmul, make_kernel, median_bandwidth
 from dataworth.linalg import solve_spd_inplace
 from dataworth.result import ValuationResult
-from dataworth.valuation.base import Valuator
+from dataworth.valuation.base import Valuator, prepare_data
 
 _STATE_FORMAT = "dataworth.kairos.state"
 _STATE_VERSION = 1
@@ -125,20 +125,11 @@ class Kairos(Valuator):
         """
         started = time.perf_counter()
         self._validate_params()
-        train = as_dataset(X, y, "the training set")
-        ref = as_dataset(reference, None, "the reference set")
-        x = check_features(train.X, "the training set", device=self.device)
-        if x.shape[0] < 2:
-            raise InputError(f"KAIROS needs at least 2 training rows; the training set has {x.shape[0]}")
-        z = check_features(ref.X, "the reference set", device=self.device).to(x.dtype)
-        check_same_width(x, z, "the reference set")
-        labels = None if train.y is None else check_labels(train.y, x.shape[0], "the training labels")
-        ref_labels = None if ref.y is None else check_labels(ref.y, z.shape[0], "reference labels")
-        self._check_label_requirements(labels, ref_labels)
-
-        self.classes_ = None if ref_labels is None or labels is None else np.unique(ref_labels)
-        codes = None if self.classes_ is None else encode_labels(labels, self.classes_, "the training labels")
-        ref_codes = None if self.classes_ is None else encode_labels(ref_labels, self.classes_, "reference labels")
+        data = prepare_data(
+            X, y, reference, method="KAIROS", device=self.device, require_labels=self.label_kernel == "indicator"
+        )
+        x, z, codes, ref_codes = data.x, data.z, data.codes, data.ref_codes
+        self.classes_ = data.classes
 
         timings: dict[str, float] = {}
         tick = time.perf_counter()
@@ -268,13 +259,6 @@ class Kairos(Valuator):
         if not 0.0 <= self.feature_weight <= 1.0:
             raise InputError(f"feature_weight must lie in [0, 1]; got {self.feature_weight!r}")
 
-    def _check_label_requirements(self, labels: np.ndarray | None, ref_labels: np.ndarray | None) -> None:
-        if self.label_kernel == "indicator" and (labels is None or ref_labels is None):
-            missing = "the training set" if labels is None else "the reference set"
-            raise InputError(f"label_kernel='indicator' needs labels, but {missing} has none")
-        if labels is not None and ref_labels is None:
-            raise InputError("the training set has labels but the reference set has none; give reference labels")
-
     def _group_sums(
         self,
         rows: torch.Tensor,
@@ -293,7 +277,7 @@ class Kairos(Valuator):
             ]
         for row_sel, col_sels in groups:
             weighted = []
-            for j, ((cols, _), sel) in enumerate(zip(blocks, col_sels)):
+            for j, ((cols, _), sel) in enumerate(zip(blocks, col_sels, strict=True)):
                 picked = cols[sel]
                 weight = torch.zeros(picked.shape[0], len(blocks), dtype=rows.dtype, device=rows.device)
                 weight[:, j] = 1.0
