@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from dataworth import Kairos
+from dataworth.evaluation.resources import measure
 
 
 def clustered(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,31 +57,12 @@ def speed_ratio(n: int = 20_000, m: int = 5_000, d: int = 256) -> dict[str, floa
 def memory_and_update(n: int = 100_000, m: int = 10_000, d: int = 256, added: int = 100) -> dict[str, float]:
     X, y = clustered(n + added, d, 10, seed=3)
     Z, y_ref = clustered(m, d, 10, seed=4)
-    rss_before = _resident_gb("VmRSS")
-    _reset_peak_rss()
-    start = time.perf_counter()
-    est = Kairos().fit(X[:n], y[:n], reference=(Z, y_ref))
-    fit = time.perf_counter() - start
-    peak = _resident_gb("VmHWM")
-    start = time.perf_counter()
-    est.add(X[n:], y[n:])
-    add = time.perf_counter() - start
-    return {"rss_before_fit_gb": rss_before, "peak_rss_gb": peak, "fit_s": fit, "add_s": add, "speedup": fit / add}
-
-
-def _reset_peak_rss() -> None:
-    """Reset the kernel's high-water mark of resident memory (Linux: write 5 to clear_refs)."""
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")
-
-
-def _resident_gb(field: str) -> float:
-    """``VmRSS`` (now) or ``VmHWM`` (peak since the last reset) from /proc/self/status, in GiB."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 2**20
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    fit = measure(lambda: Kairos().fit(X[:n], y[:n], reference=(Z, y_ref)))
+    add = measure(lambda: fit.value.add(X[n:], y[n:]))
+    return {
+        "rss_before_fit_gb": fit.rss_before_gib, "peak_rss_gb": fit.peak_rss_gib,
+        "fit_s": fit.seconds, "add_s": add.seconds, "speedup": fit.seconds / add.seconds,
+    }
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from dataworth.evaluation.corruptions import add_feature_noise, add_patch_trigger, flip_labels, sample_rows
+from dataworth.evaluation.corruptions import add_feature_noise, add_patch_backdoor, flip_labels
 from dataworth.evaluation.metrics import detection_auroc
 from dataworth.report import write_report
 from dataworth.result import ValuationResult
@@ -48,20 +48,20 @@ def corrupted_digits(seed: int = 0) -> dict[str, np.ndarray]:
     train, ref = train_test_split(np.arange(len(digits.target)), test_size=0.2, stratify=digits.target, random_state=seed)
     images, y = digits.images[train], digits.target[train]
     n = len(train)
-    taken = np.zeros(n, dtype=bool)
-    masks = {}
-    for offset, (name, fraction) in enumerate(CORRUPTIONS.items()):
-        eligible = ~taken & (y != BACKDOOR_TARGET) if name == "backdoor" else ~taken
-        masks[name] = sample_rows(n, fraction, seed=seed + offset, eligible=eligible)
-        taken |= masks[name]
-    y = flip_labels(y, masks["label flip"], seed=seed)
-    images, y = add_patch_trigger(images, y, masks["backdoor"], target=BACKDOOR_TARGET)
-    X = add_feature_noise(images.reshape(n, -1), masks["feature noise"], scale=NOISE_SCALE, seed=seed)
+    y, flips = flip_labels(y, CORRUPTIONS["label flip"], seed=seed)
+    images, y, backdoor = add_patch_backdoor(
+        images, y, CORRUPTIONS["backdoor"], target=BACKDOOR_TARGET, seed=seed + 10, eligible=~flips
+    )
+    X, noise = add_feature_noise(
+        images.reshape(n, -1), CORRUPTIONS["feature noise"], scale=NOISE_SCALE, seed=seed + 20, eligible=~(flips | backdoor)
+    )
+    images = X.reshape(images.shape)
+    masks = {"label flip": flips, "feature noise": noise, "backdoor": backdoor}
     groups = np.full(n, "clean", dtype=object)
     for name, mask in masks.items():
         groups[mask] = name
     return {
-        "X": X, "y": y, "images": X.reshape(images.shape), "groups": groups.astype(str),
+        "X": X, "y": y, "images": images, "groups": groups.astype(str),
         "X_ref": digits.data[ref], "y_ref": digits.target[ref],
     }
 

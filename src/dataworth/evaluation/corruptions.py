@@ -1,21 +1,29 @@
-"""Seeded corruptions whose rows are known, so a valuation method can be scored on finding them.
+"""Seeded corruptions with known ground truth, so a valuation method can be scored on finding them.
 
-Each function takes the rows to corrupt as a boolean mask and returns new arrays (inputs are never
-modified). :func:`sample_rows` draws masks, optionally disjoint from rows already taken.
+Every function takes a ``fraction`` of rows to corrupt and a ``seed``, never modifies its inputs,
+and returns the corrupted data together with a boolean ``mask`` of the corrupted rows. ``eligible``
+restricts which rows may be chosen (e.g. to keep corruptions disjoint). Functions that add rows
+(duplicates, out-of-distribution) append them after the original rows; the mask covers all rows.
+The reference set is never passed here: it stays clean.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from dataworth.checks import InputError
+
+#: Visually confusable digit pairs used for class-confusion label noise.
+DIGIT_CONFUSIONS: tuple[tuple[int, int], ...] = ((1, 7), (3, 8), (4, 9), (5, 6))
 
 
 def sample_rows(n: int, fraction: float, *, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
     """A boolean mask of ``round(fraction · n)`` rows drawn without replacement from ``eligible``."""
     if not 0.0 <= fraction <= 1.0:
         raise InputError(f"fraction must lie in [0, 1]; got {fraction!r}")
-    eligible = np.ones(n, dtype=bool) if eligible is None else eligible
+    eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     candidates = np.flatnonzero(eligible)
     count = int(round(fraction * n))
     if count > candidates.size:
@@ -25,35 +33,140 @@ def sample_rows(n: int, fraction: float, *, seed: int, eligible: np.ndarray | No
     return mask
 
 
-def flip_labels(y: np.ndarray, mask: np.ndarray, *, seed: int) -> np.ndarray:
-    """Relabel the masked rows to a different class drawn uniformly from the classes in ``y``."""
+def flip_labels(
+    y: np.ndarray, fraction: float, *, seed: int, eligible: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relabel a random ``fraction`` of rows to a different class drawn uniformly from those in ``y``."""
     classes = np.unique(y)
     if classes.size < 2:
         raise InputError("label flips need at least 2 classes")
-    rng = np.random.default_rng(seed)
-    codes = np.searchsorted(classes, y)
-    shift = rng.integers(1, classes.size, size=int(mask.sum()))
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=eligible)
     flipped = y.copy()
-    flipped[mask] = classes[(codes[mask] + shift) % classes.size]
-    return flipped
+    flipped[mask] = _other_labels(y[mask], classes, np.random.default_rng(seed + 1))
+    return flipped, mask
 
 
-def add_feature_noise(X: np.ndarray, mask: np.ndarray, *, scale: float, seed: int) -> np.ndarray:
-    """Add Gaussian noise with standard deviation ``scale × (per-feature std of X)`` to the masked rows."""
-    rng = np.random.default_rng(seed)
-    noisy = np.array(X, dtype=np.float64, copy=True)
-    noisy[mask] += rng.normal(size=(int(mask.sum()), X.shape[1])) * (scale * X.std(axis=0))
-    return noisy
-
-
-def add_patch_trigger(
-    images: np.ndarray, y: np.ndarray, mask: np.ndarray, *, target, size: int = 2
+def flip_label_pairs(
+    y: np.ndarray,
+    fraction: float,
+    *,
+    seed: int,
+    pairs: Sequence[tuple[object, object]] = DIGIT_CONFUSIONS,
+    eligible: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """BadNets-style backdoor: a ``size × size`` patch at the image maximum in the bottom-right
-    corner of each masked image, whose label becomes ``target`` (Gu et al. 2017)."""
+    """Class-confusion noise: ``fraction`` of all rows, drawn from the classes in ``pairs``, get the
+    other class of their pair (e.g. 1↔7, 3↔8), as a tired annotator would label them."""
+    partner = {a: b for a, b in pairs} | {b: a for a, b in pairs}
+    in_pairs = np.isin(y, list(partner))
+    eligible = in_pairs if eligible is None else in_pairs & eligible
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=eligible)
+    flipped = y.copy()
+    flipped[mask] = [partner[v] for v in y[mask].tolist()]
+    return flipped, mask
+
+
+def add_feature_noise(
+    X: np.ndarray, fraction: float, *, scale: float, seed: int, eligible: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Add Gaussian noise with standard deviation ``scale × (per-feature std of X)`` to a ``fraction`` of rows."""
+    mask = sample_rows(len(X), fraction, seed=seed, eligible=eligible)
+    noisy = np.array(X, dtype=np.float64, copy=True)
+    noise = np.random.default_rng(seed + 1).normal(size=(int(mask.sum()), X.shape[1]))
+    noisy[mask] += noise * (scale * X.std(axis=0))
+    return noisy, mask
+
+
+def add_patch_backdoor(
+    images: np.ndarray,
+    y: np.ndarray,
+    fraction: float,
+    *,
+    target: object,
+    seed: int,
+    size: int = 2,
+    eligible: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BadNets backdoor (Gu et al. 2017): a ``size × size`` patch at the image maximum in the
+    bottom-right corner of a ``fraction`` of images, drawn from rows not already labelled
+    ``target``, whose label becomes ``target``. Returns ``(images, y, mask)``."""
     if images.ndim != 3:
         raise InputError(f"images must have shape (n, height, width); got {images.shape}")
+    not_target = y != target
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
     patched, labels = images.copy(), y.copy()
     patched[mask, -size:, -size:] = images.max()
     labels[mask] = target
-    return patched, labels
+    return patched, labels, mask
+
+
+def insert_trigger_token(
+    texts: Sequence[str],
+    y: np.ndarray,
+    fraction: float,
+    *,
+    token: str,
+    target: object,
+    seed: int,
+    eligible: np.ndarray | None = None,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Text backdoor: insert a rare ``token`` at a random word position in a ``fraction`` of documents
+    not labelled ``target`` and relabel them ``target``. Embed the texts afterwards."""
+    y = np.asarray(y)
+    not_target = y != target
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
+    rng = np.random.default_rng(seed + 1)
+    poisoned, labels = list(texts), y.copy()
+    for i in np.flatnonzero(mask):
+        words = poisoned[i].split(" ")
+        words.insert(int(rng.integers(0, len(words) + 1)), token)
+        poisoned[i] = " ".join(words)
+    labels[mask] = target
+    return poisoned, labels, mask
+
+
+def add_duplicates(
+    X: np.ndarray,
+    y: np.ndarray,
+    fraction: float,
+    *,
+    seed: int,
+    noise: float = 0.0,
+    conflicting_labels: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Append copies of ``round(fraction · n)`` random rows. ``noise > 0`` makes near-duplicates
+    (Gaussian noise of ``noise × per-feature std``); ``conflicting_labels`` gives each copy a different
+    label than its original. The mask marks the appended copies."""
+    n = len(X)
+    source = np.flatnonzero(sample_rows(n, fraction, seed=seed))
+    rng = np.random.default_rng(seed + 1)
+    copies = np.array(X[source], dtype=np.float64)
+    if noise > 0:
+        copies += rng.normal(size=copies.shape) * (noise * X.std(axis=0))
+    labels = np.asarray(y)[source]
+    if conflicting_labels:
+        labels = _other_labels(labels, np.unique(y), rng)
+    mask = np.concatenate([np.zeros(n, dtype=bool), np.ones(len(source), dtype=bool)])
+    return np.vstack([X, copies]), np.concatenate([y, labels]), mask
+
+
+def add_out_of_distribution(
+    X: np.ndarray, y: np.ndarray, X_other: np.ndarray, fraction: float, *, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Append ``round(fraction · n)`` rows of another dataset ``X_other`` (same feature space, e.g.
+    Fashion-MNIST into MNIST) with labels drawn uniformly from the classes of ``y``."""
+    if X_other.shape[1] != X.shape[1]:
+        raise InputError(f"X_other has {X_other.shape[1]} features but X has {X.shape[1]}")
+    count = int(round(fraction * len(X)))
+    if count > len(X_other):
+        raise InputError(f"need {count} out-of-distribution rows but X_other has {len(X_other)}")
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(X_other), size=count, replace=False)
+    labels = rng.choice(np.unique(y), size=count)
+    mask = np.concatenate([np.zeros(len(X), dtype=bool), np.ones(count, dtype=bool)])
+    return np.vstack([X, X_other[rows]]), np.concatenate([y, labels]), mask
+
+
+def _other_labels(labels: np.ndarray, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each label, a different class drawn uniformly from ``classes``."""
+    shift = rng.integers(1, classes.size, size=len(labels))
+    return classes[(np.searchsorted(classes, labels) + shift) % classes.size]
