@@ -19,5 +19,6 @@ def test_demo_detects_each_corruption(tmp_path):
     assert set(outcome.auroc) == set(CORRUPTIONS)
     assert min(outcome.auroc.values()) >= 0.95, outcome.auroc
     html = outcome.report.read_text()
-    assert html.count("data:image/png;base64,") == 2 and "label flip" in html
+    assert html.count("data:image/png;base64,") == 3 and "label flip" in html
+    assert all(f"id='{section}'" in html for section in ("histogram", "roc", "lowest"))
     assert np.isfinite(outcome.result.values).all()

@@ -4,10 +4,26 @@ from dataworth.api import value
 from dataworth.checks import DataworthError, FileFormatError, InputError
 from dataworth.data import Dataset, load_dataset
 from dataworth.result import ValuationResult
-from dataworth.valuation import METHODS, Kairos, NotFittedError
+from dataworth.valuation import (
+    METHODS,
+    BetaShapley,
+    DataBanzhaf,
+    DataOOB,
+    Kairos,
+    KNNShapley,
+    LeaveOneOut,
+    NotFittedError,
+    TMCShapley,
+)
 
 __all__ = [
     "METHODS",
+    "BetaShapley",
+    "DataBanzhaf",
+    "DataOOB",
+    "KNNShapley",
+    "LeaveOneOut",
+    "TMCShapley",
     "DataworthError",
     "Dataset",
     "FileFormatError",

@@ -7,7 +7,7 @@ algorithms use (torch tensors for features, numpy arrays for labels). Problems a
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,20 @@ def check_positive(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
         raise InputError(f"{name} must be a finite number > 0; got {value!r}")
     return float(value)
+
+
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``value`` as an int, raising unless it is an integer in ``[minimum, maximum]`` (bools are not)."""
+    too_big = maximum is not None and isinstance(value, Integral) and value > maximum
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum or too_big:
+        upper = "" if maximum is None else f" and <= {maximum}"
+        raise InputError(f"{name} must be an integer >= {minimum}{upper}; got {value!r}")
+    return int(value)
+
+
+def check_seed(seed: Any) -> int:
+    """Return ``seed`` as an int usable by numpy, scikit-learn and torch generators: 0 <= seed < 2**32."""
+    return check_int(seed, "seed", minimum=0, maximum=2**32 - 1)
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:

@@ -69,6 +69,20 @@ def load_dataset(path: str | os.PathLike, *, label_column: str = "label", name: 
     return Dataset(features.to_numpy(dtype=np.float64), table[label_column].to_numpy())
 
 
+def load_array(path: str | os.PathLike, *, name: str) -> np.ndarray:
+    """Read one array from an ``.npy`` file (no pickle)."""
+    return _read_npy(existing_file(path, name, (".npy",)), name)
+
+
+def load_npz_extras(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays among ``keys`` that an ``.npz`` dataset holds beside ``X`` and ``y`` (e.g. ``images``
+    for display); empty for other formats."""
+    if Path(path).suffix.lower() != ".npz":
+        return {}
+    with np.load(path, allow_pickle=False) as archive:
+        return {k: archive[k] for k in keys if k in archive.files}
+
+
 def existing_file(path: str | os.PathLike, name: str, suffixes: tuple[str, ...]) -> Path:
     """Return ``path`` as a Path, raising unless it exists and has one of ``suffixes``."""
     path = Path(path)

@@ -5,18 +5,22 @@ from __future__ import annotations
 import base64
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from dataworth.checks import InputError
 from dataworth.data import atomic_write
 from dataworth.report import plots
 from dataworth.result import ValuationResult
 
+CLEAN = "clean"
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 980px; color: #222; }
 table { border-collapse: collapse; margin: 1rem 0; } td, th { padding: .3rem .8rem; border-bottom: 1px solid #ddd; text-align: right; }
 th:first-child, td:first-child { text-align: left; } img { max-width: 100%; } .meta { color: #666; font-size: .9rem; }
+td.text { text-align: left; max-width: 640px; white-space: normal; font-size: .9rem; }
 """
 
 
@@ -25,36 +29,67 @@ def write_report(
     result: ValuationResult,
     *,
     groups: np.ndarray | None = None,
-    images: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    images: np.ndarray | None = None,
+    texts: Sequence[str] | None = None,
+    features: np.ndarray | None = None,
+    removal: dict[str, tuple[Sequence[float], np.ndarray]] | None = None,
     summary: list[dict[str, str]] | None = None,
     title: str = "dataworth report",
     n_lowest: int = 20,
 ) -> Path:
-    """Write ``path``: value histogram (by ``groups``, e.g. corruption type, when known), an optional
-    ``summary`` table, and the ``n_lowest`` lowest-valued rows drawn as ``images`` (n × h × w) with
-    their ``labels``. Written atomically."""
-    path = Path(path)
-    groups = np.full(len(result), "all rows") if groups is None else np.asarray(groups).astype(str)
+    """Write a report for ``result`` to ``path`` atomically.
+
+    Sections: an optional ``summary`` table; value histograms by ``groups`` (per-row names such as
+    ``"clean"``/``"label flip"``, when the corruptions are known); ROC curves of finding each non-clean
+    group from low values; ``removal`` curves (name -> (fractions, accuracies)); and the ``n_lowest``
+    lowest-valued rows shown as people want to see them: ``images`` (n × h × w) drawn, ``texts``
+    shown, or else rows of ``features`` printed.
+    """
+    n = len(result)
+    for name, given in (("groups", groups), ("labels", labels), ("images", images), ("texts", texts), ("features", features)):
+        if given is not None and len(given) != n:
+            raise InputError(f"{name} has {len(given)} rows but the result has {n} values")
+    groups = np.full(n, "all rows") if groups is None else np.asarray(groups).astype(str)
     parts = [f"<h1>{html.escape(title)}</h1>", _meta(result)]
     if summary:
         parts.append(_table(summary))
-    parts.append("<h2>Value distribution</h2>")
-    parts.append(_img(plots.value_histogram(result.values, groups), "value histogram", "histogram"))
-    lowest = result.lowest(n_lowest)
-    parts.append(f"<h2>The {len(lowest)} lowest-valued rows</h2>")
-    if images is not None:
-        captions = [f"#{i} {'' if labels is None else f'y={labels[i]}'}\n{groups[i]}" for i in lowest]
-        value_range = tuple(np.percentile(images, [0.5, 99.5]))  # shared scale: noise shows as noise
-        parts.append(_img(plots.image_grid(images[lowest], captions, value_range=value_range), "lowest-valued images", "lowest"))
-    rows = [{"row": str(i), "value": f"{result.values[i]:.4g}", "group": groups[i],
-             **({} if labels is None else {"label": str(labels[i])})} for i in lowest]
-    parts.append(_table(rows))
-    document = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
-               f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    parts += ["<h2>Value distribution</h2>", _img(plots.value_histogram(result.values, groups), "value histogram", "histogram")]
+    corrupted = sorted(set(groups) - {CLEAN})
+    if CLEAN in set(groups) and corrupted:
+        curves = {g: (groups[(groups == CLEAN) | (groups == g)] == g, result.values[(groups == CLEAN) | (groups == g)]) for g in corrupted}
+        parts += ["<h2>Finding corrupted rows from low values</h2>", _img(plots.roc_curves(curves), "ROC curves", "roc")]
+    if removal:
+        parts += ["<h2>Point removal</h2>", _img(plots.removal_curves(removal), "removal curves", "removal")]
+    parts.append(_lowest_section(result, groups, labels, images, texts, features, n_lowest))
+    document = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
+    )
     with atomic_write(path) as tmp:
         tmp.write_text(document, encoding="utf-8")
-    return path
+    return Path(path)
+
+
+def _lowest_section(result, groups, labels, images, texts, features, n_lowest: int) -> str:
+    lowest = result.lowest(n_lowest)
+    parts = [f"<h2>The {len(lowest)} lowest-valued rows</h2>"]
+    if images is not None:
+        captions = [f"#{i} {'' if labels is None else f'y={labels[i]}'}\n{groups[i]}" for i in lowest]
+        value_range = tuple(np.percentile(images, [0.5, 99.5]))  # one shared scale: noise shows as noise
+        parts.append(_img(plots.image_grid(images[lowest], captions, value_range=value_range), "lowest-valued images", "lowest"))
+    rows = []
+    for i in lowest:
+        row = {"row": str(i), "value": f"{result.values[i]:.4g}", "group": groups[i]}
+        if labels is not None:
+            row["label"] = str(labels[i])
+        if texts is not None:
+            row["text"] = texts[i][:600]
+        elif images is None and features is not None:
+            row |= {f"x{j}": f"{v:.4g}" for j, v in enumerate(features[i][:12])}
+        rows.append(row)
+    parts.append(_table(rows))
+    return "".join(parts)
 
 
 def _meta(result: ValuationResult) -> str:
@@ -69,5 +104,8 @@ def _img(png: bytes, alt: str, ident: str) -> str:
 
 def _table(rows: list[dict[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values()) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=text' if k == 'text' else ''}>{html.escape(v)}</td>" for k, v in row.items()) + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"

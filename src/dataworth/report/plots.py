@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 
 def value_histogram(values: np.ndarray, groups: np.ndarray) -> bytes:
@@ -32,6 +34,30 @@ def image_grid(images: np.ndarray, captions: list[str], *, value_range: tuple[fl
     for ax, image, caption in zip(axes.ravel(), images, captions, strict=False):  # grid may have spare axes
         ax.imshow(image, cmap="gray_r", interpolation="nearest", vmin=value_range[0], vmax=value_range[1])
         ax.set_title(caption, fontsize=7)
+    return _png(fig)
+
+
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """One ROC curve per name -> (is_corrupted mask, values), scoring rows by ``-value``."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    for name, (corrupted, values) in curves.items():
+        fpr, tpr, _ = roc_curve(corrupted, -values)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(corrupted, -values):.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false positive rate (clean rows flagged)")
+    ax.set_ylabel("true positive rate")
+    ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def removal_curves(curves: dict[str, tuple[Sequence[float], np.ndarray]]) -> bytes:
+    """Held-out accuracy against the fraction of training rows removed, one line per name."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for name, (fractions, accuracies) in curves.items():
+        ax.plot(np.asarray(fractions) * 100, accuracies, marker="o", label=name)
+    ax.set_xlabel("training rows removed (%)")
+    ax.set_ylabel("held-out accuracy")
+    ax.legend(frameon=False, fontsize=8)
     return _png(fig)
 
 

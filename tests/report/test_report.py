@@ -1,0 +1,83 @@
+"""The HTML report: the CLI writes it, and headless Chromium renders every plot and image in it."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dataworth.cli import app
+from dataworth.demo import corrupted_digits
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# Marks each <img> with whether the browser decoded it, so --dump-dom can tell us.
+PROBE = (
+    "<script>window.addEventListener('load', () => document.querySelectorAll('img').forEach("
+    "i => i.setAttribute('data-rendered', i.complete && i.naturalWidth > 0 ? 'yes' : 'no')));</script>"
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    data = corrupted_digits(seed=0)
+    np.savez(d / "train.npz", X=data["X"], y=data["y"], images=data["images"])
+    np.savez(d / "ref.npz", X=data["X_ref"], y=data["y_ref"])
+    np.save(d / "groups.npy", data["groups"])
+    runner = CliRunner()
+    valued = runner.invoke(app, ["value", str(d / "train.npz"), "--reference", str(d / "ref.npz"), "--out", str(d / "v.parquet")])
+    assert valued.exit_code == 0, valued.stderr
+    made = runner.invoke(app, ["report", str(d / "v.parquet"), "--train", str(d / "train.npz"), "--mask", str(d / "groups.npy"),
+                               "--reference", str(d / "ref.npz"), "--out", str(d / "report.html")])
+    assert made.exit_code == 0, made.stderr
+    return d / "report.html", data
+
+
+def test_report_holds_every_section_and_the_lowest_rows(report):
+    path, data = report
+    html = path.read_text()
+    for section in ("histogram", "roc", "removal", "lowest"):
+        assert f"id='{section}'" in html
+    assert "method <b>kairos</b>" in html
+    table_rows = re.findall(r"<tr><td>(\d+)</td>", html)
+    assert len(table_rows) == 20
+    assert all(data["groups"][int(i)] != "clean" for i in table_rows)  # the lowest 20 are all corrupted rows
+
+
+def test_report_rejects_a_mask_of_the_wrong_length(report, tmp_path):
+    path, _ = report
+    np.save(tmp_path / "short.npy", np.zeros(5, dtype=bool))
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", str(path.parent / "v.parquet"), "--train", str(path.parent / "train.npz"),
+                                      "--mask", str(tmp_path / "short.npy"), "--out", str(out)])
+    assert result.exit_code == 2 and "groups has 5 rows but the result has 1437 values" in result.stderr
+    assert not out.exists()
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None and os.environ.get("CI") != "true", reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_chromium_renders_plots_and_digit_images(report, tmp_path):
+    path, _ = report
+    browser = _chromium()
+    assert browser, "CI must have chromium: .ci/run installs it"
+    probed = tmp_path / "probed.html"
+    probed.write_text(path.read_text().replace("</body>", PROBE + "</body>"))
+    flags = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*flags, "--dump-dom", probed.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    rendered = dict(re.findall(r"<img id=\"(\w+)\"[^>]*data-rendered=\"(\w+)\"", dom))
+    assert rendered == {"histogram": "yes", "roc": "yes", "removal": "yes", "lowest": "yes"}, rendered
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    subprocess.run([*flags, "--window-size=1100,3200", f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 50_000  # a page of plots, not a blank page
