@@ -22,13 +22,15 @@ from dataworth.checks import (
     InputError,
     check_choice,
     check_features,
+    check_int,
     check_labels,
     check_positive,
     check_same_width,
 )
-from dataworth.data import TABLE_SUFFIXES, Dataset, check_output_path, load_array, load_dataset, load_npz_extras
+from dataworth.data import TABLE_SUFFIXES, Dataset, atomic_write, check_output_path, load_array, load_dataset, load_npz_extras
 from dataworth.evaluation.metrics import removal_curve
 from dataworth.report import write_report
+from dataworth.report.plots import method_bars
 from dataworth.result import ValuationResult
 from dataworth.valuation import METHODS
 from dataworth.valuation.kairos import Kairos
@@ -75,13 +77,25 @@ def value(
     state_out: Annotated[str | None, typer.Option("--state-out", help="Save the state for 'dataworth update' (.npz).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Value every row of TRAIN against a clean reference set."""
+    """Value every row of TRAIN against a clean reference set (KAIROS options apply to kairos only)."""
     check_choice(method, "--method", tuple(METHODS))
     check_choice(term, "--term", TERMS)
+    kairos_only = {"--bandwidth": bandwidth != "median", "--label-kernel": label_kernel != "none",
+                   "--term": term != "combined", "--state-out": state_out is not None}
+    if method != Kairos.method and any(kairos_only.values()):
+        given = ", ".join(flag for flag, used in kairos_only.items() if used)
+        raise InputError(f"{given} apply to --method kairos only")
     out_path = check_output_path(out, "--out", TABLE_SUFFIXES)
     state_path = None if state_out is None else check_output_path(state_out, "--state-out", (".npz",))
     train_data = load_dataset(train, label_column=label_column, name="TRAIN")
     ref_data = load_dataset(reference, label_column=label_column, name="REF")
+    if method != Kairos.method:
+        estimator = METHODS[method]()
+        estimator.set_params(**{k: v for k, v in {"device": device, "progress": True}.items() if k in estimator.get_params()})
+        result = estimator.fit(train_data, reference=ref_data).result_
+        result.save(out_path)
+        console.print(f"wrote {len(result)} values to {out_path} ({method}); lowest rows: {', '.join(map(str, result.lowest(5)))}")
+        return
     _check_term_has_labels(term, train_data.y is not None)
     estimator = Kairos(bandwidth=_parse_bandwidth(bandwidth), label_kernel=label_kernel, device=device, progress=True)
     estimator.fit(train_data, reference=ref_data)
@@ -154,6 +168,45 @@ def report(
         features=np.asarray(data.X), removal=removal, title=f"dataworth report: {Path(values).name}",
     )
     console.print(f"wrote {out_path}")
+
+
+bench = typer.Typer(help="Benchmarks: how well and how fast methods find corrupted rows.", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+
+
+@bench.command("detect")
+@_reports_errors
+def bench_detect(
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, mnist-effnet or bbc-minilm.")] = "digits",
+    corruption: Annotated[str, typer.Option("--corruption", help="KIND:FRACTION, e.g. label-flip:0.1.")] = "label-flip:0.1",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names.")] = "kairos,knn-shapley,data-oob",
+    seeds: Annotated[int, typer.Option("--seeds", help="Repetitions with different splits and corruptions.")] = 3,
+    max_train: Annotated[int | None, typer.Option("--max-train", help="Cap on training rows.")] = None,
+    out: Annotated[str, typer.Option("--out", help="Directory for results.json and plots.")] = "results",
+) -> None:
+    """Plant a corruption, value the data with each method, and score how well low values find it."""
+    from dataworth.evaluation.datasets import load_evaluation_set
+    from dataworth.evaluation.detection import parse_corruption, run_detection, summarize
+
+    parse_corruption(corruption)
+    check_int(seeds, "--seeds")
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    results = run_detection(load_evaluation_set(dataset), corruption, names, seeds=seeds, max_train=max_train)
+    summary = summarize(results)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / "results.json") as tmp:
+        results.to_json(tmp, orient="records", indent=1)
+    with atomic_write(out_dir / "detection.png") as tmp:
+        tmp.write_bytes(method_bars(summary, title=f"{dataset}, {corruption}"))
+    table = Table(title=f"{dataset}, {corruption}: finding corrupted rows from low values ({seeds} seeds)")
+    for column in ("method", "AUROC", "F1 (2-means)", "detection rate", "seconds"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for _, row in summary.iterrows():
+        cells = [f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in ("auroc", "f1", "detection_rate")]
+        table.add_row(row[("method", "")], *cells, f"{row[('seconds', 'mean')]:.2f}")
+    console.print(table)
+    console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'detection.png'}")
 
 
 def _removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dict[str, tuple[tuple[float, ...], np.ndarray]]:

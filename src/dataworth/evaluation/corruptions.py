@@ -99,6 +99,26 @@ def add_patch_backdoor(
     return patched, labels, mask
 
 
+def add_feature_trigger(
+    table: np.ndarray,
+    y: np.ndarray,
+    fraction: float,
+    *,
+    target: object,
+    seed: int,
+    columns: int = 2,
+    eligible: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tabular backdoor: the last ``columns`` features of a ``fraction`` of rows not labelled
+    ``target`` are set to their maximum over the table, and the rows relabelled ``target``."""
+    not_target = y != target
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
+    triggered, labels = np.array(table, dtype=np.float64, copy=True), y.copy()
+    triggered[np.ix_(mask, np.arange(table.shape[1] - columns, table.shape[1]))] = table[:, -columns:].max(axis=0)
+    labels[mask] = target
+    return triggered, labels, mask
+
+
 def insert_trigger_token(
     texts: Sequence[str],
     y: np.ndarray,

@@ -32,6 +32,7 @@ from sklearn.datasets import load_breast_cancer, load_digits, load_wine
 
 from dataworth.checks import DataworthError, InputError
 from dataworth.data import atomic_write
+from dataworth.evaluation.corruptions import DIGIT_CONFUSIONS
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class EvaluationSet:
     ``view`` is ``"image"`` (``raw``: n × h × w), ``"text"`` (``raw``: list of str) or ``"table"``
     (``raw``: the unscaled feature table). ``featurize`` maps raw rows to features the way ``X`` was
     made, so corruptions applied to raw rows (a patch trigger, a trigger token) can be re-embedded.
+    ``confusions`` lists class pairs a careless annotator mixes up (for class-confusion noise).
     """
 
     name: str
@@ -49,6 +51,7 @@ class EvaluationSet:
     raw: Any
     view: str
     featurize: Callable[[Any], np.ndarray]
+    confusions: tuple[tuple[Any, Any], ...] = ()
 
 
 def load_evaluation_set(name: str) -> EvaluationSet:
@@ -60,7 +63,9 @@ def load_evaluation_set(name: str) -> EvaluationSet:
 
 def digits() -> EvaluationSet:
     data = load_digits()
-    return EvaluationSet("digits", data.data, data.target, data.images, "image", lambda images: images.reshape(len(images), -1))
+    return EvaluationSet(
+        "digits", data.data, data.target, data.images, "image", lambda images: images.reshape(len(images), -1), DIGIT_CONFUSIONS
+    )
 
 
 def _standardized_table(name: str, loader: Callable[..., Any]) -> EvaluationSet:
@@ -71,7 +76,9 @@ def _standardized_table(name: str, loader: Callable[..., Any]) -> EvaluationSet:
     def featurize(table: np.ndarray) -> np.ndarray:
         return (table - mean) / std
 
-    return EvaluationSet(name, featurize(X), y, X, "table", featurize)
+    classes = np.unique(y)
+    confusions = tuple(zip(classes[0::2], classes[1::2], strict=False))  # neighbouring classes (ordinal labels)
+    return EvaluationSet(name, featurize(X), y, X, "table", featurize, confusions)
 
 
 def breast_cancer() -> EvaluationSet:
@@ -90,7 +97,7 @@ def mnist_effnet(n: int = 5000) -> EvaluationSet:
     order = np.random.default_rng(0).permutation(len(y))[:n]
     images = X[order].reshape(-1, 28, 28).astype(np.float32)
     features = _cached(f"mnist5k-effnet-lite0-96-{n}", lambda: _effnet_embed(images))
-    return EvaluationSet("mnist-effnet", features, y[order], images, "image", _effnet_embed)
+    return EvaluationSet("mnist-effnet", features, y[order], images, "image", _effnet_embed, DIGIT_CONFUSIONS)
 
 
 def bbc_minilm() -> EvaluationSet:
@@ -103,7 +110,8 @@ def bbc_minilm() -> EvaluationSet:
             texts.append(doc.read_text(encoding="utf-8", errors="replace"))
             labels.append(topic)
     features = _cached("bbc-minilm-l6-v2", lambda: _minilm_embed(texts))
-    return EvaluationSet("bbc-minilm", features, np.array(labels), texts, "text", _minilm_embed)
+    confusions = (("business", "tech"), ("entertainment", "sports"))
+    return EvaluationSet("bbc-minilm", features, np.array(labels), texts, "text", _minilm_embed, confusions)
 
 
 EVALUATION_SETS: dict[str, Callable[[], EvaluationSet]] = {

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 
@@ -58,6 +59,22 @@ def removal_curves(curves: dict[str, tuple[Sequence[float], np.ndarray]]) -> byt
     ax.set_xlabel("training rows removed (%)")
     ax.set_ylabel("held-out accuracy")
     ax.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
+def method_bars(summary: pd.DataFrame, *, title: str) -> bytes:
+    """Mean ± std AUROC and mean runtime per method, from a detection summary table."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.5, 3.4))
+    names = summary[("method", "")].tolist()
+    left.bar(names, summary[("auroc", "mean")], yerr=summary[("auroc", "std")].fillna(0), color="#4c72b0", capsize=3)
+    left.set_ylim(0.4, 1.0)
+    left.set_ylabel("AUROC (low value ⇒ corrupted)")
+    right.bar(names, summary[("seconds", "mean")], color="#dd8452")
+    right.set_yscale("log")
+    right.set_ylabel("seconds per valuation")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
     return _png(fig)
 
 

@@ -1,0 +1,75 @@
+"""The detection benchmark plants what it says, on every kind of dataset view, and scores methods."""
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dataworth import InputError
+from dataworth.cli import app
+from dataworth.evaluation.datasets import EvaluationSet, breast_cancer, digits
+from dataworth.evaluation.detection import CORRUPTIONS, make_task, parse_corruption, run_detection
+
+
+def toy_text_set() -> EvaluationSet:
+    """A tiny text set whose featurizer counts the trigger token, so a re-embedding is visible."""
+    texts = [f"doc {i} words here" for i in range(60)]
+    y = np.array([i % 3 for i in range(60)])
+
+    def featurize(docs):
+        return np.array([[d.count("zqxv"), len(d)] for d in docs], dtype=np.float64)
+
+    return EvaluationSet("toy-text", featurize(texts), y, texts, "text", featurize, ((0, 1),))
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+@pytest.mark.parametrize("make", [digits, breast_cancer, toy_text_set])
+def test_tasks_plant_the_corruption_in_the_training_part_only(kind, make):
+    data = make()
+    task = make_task(data, kind, 0.1, seed=0)
+    n_train = len(data.y) - len(task.y_ref)
+    expected = round(0.1 * n_train)
+    assert task.corrupted.sum() == expected
+    assert len(task.y) == len(task.X) == len(task.corrupted) == n_train + (expected if kind == "duplicates" else 0)
+    assert len(task.y_ref) == pytest.approx(0.2 * len(data.y), abs=1)
+    clean_rows = ~task.corrupted
+    if kind in ("label-flip", "pair-flip", "duplicates"):
+        np.testing.assert_array_equal(task.X[:n_train], np.asarray(data.X, dtype=np.float64)[task.rows])
+    if kind == "backdoor":
+        target = np.unique(data.y)[0]
+        assert (task.y[task.corrupted] == target).all()
+        assert not np.allclose(task.X[task.corrupted], np.asarray(data.X)[task.rows][task.corrupted])
+    if kind == "feature-noise":
+        np.testing.assert_array_equal(task.y, data.y[task.rows])
+    assert np.isfinite(task.X[clean_rows]).all()
+
+
+def test_text_backdoor_re_embeds_the_poisoned_documents():
+    data = toy_text_set()
+    task = make_task(data, "backdoor", 0.1, seed=0)
+    assert (task.X[task.corrupted, 0] == 1).all() and (task.X[~task.corrupted, 0] == 0).all()
+
+
+def test_run_detection_scores_every_method_and_seed():
+    results = run_detection(digits(), "label-flip:0.1", ["kairos", "knn-shapley"], seeds=2, max_train=400)
+    assert len(results) == 4 and set(results["method"]) == {"kairos", "knn-shapley"}
+    assert (results["n_train"] == 400).all()
+    assert (results["auroc"] > 0.9).all() and (results["seconds"] > 0).all()
+
+
+def test_bad_specs_are_refused():
+    assert parse_corruption("feature-noise:0.05") == ("feature-noise", 0.05)
+    with pytest.raises(InputError, match="unknown corruption 'typos'"):
+        parse_corruption("typos:0.1")
+    with pytest.raises(InputError, match="fraction must be a number in"):
+        parse_corruption("label-flip:1.5")
+    with pytest.raises(InputError, match="unknown method"):
+        run_detection(digits(), "label-flip:0.1", ["magic"])
+
+
+def test_bench_detect_command_writes_results(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "detect", "--dataset", "wine", "--corruption", "label-flip:0.2",
+                                      "--methods", "kairos,knn-shapley", "--seeds", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert "kairos" in result.stdout and (tmp_path / "results.json").exists() and (tmp_path / "detection.png").exists()
+    bad = CliRunner().invoke(app, ["bench", "detect", "--dataset", "imagenet", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown dataset 'imagenet'" in bad.stderr
