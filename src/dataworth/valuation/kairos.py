@@ -61,8 +61,10 @@ class Kairos(Valuator):
     Parameters
     ----------
     kernel : ``"gaussian"`` (default), ``"laplace"`` or ``"imq"``.
-    bandwidth : ``"median"`` (median pairwise distance over ≤ 10,000 fixed-seed pairs of training rows,
-        computed at ``fit`` and kept for ``add``) or a number > 0.
+    bandwidth : ``"median"`` (``bandwidth_scale`` × the median pairwise distance over ≤ 10,000 fixed-seed
+        pairs of training rows, computed at ``fit`` and kept for ``add``) or a number > 0.
+    bandwidth_scale : the factor on the median heuristic; 0.5 by default, chosen on evidence
+        (``benchmarks/kairos_combination.py``: wine and iris, all five corruption types).
     label_kernel : ``"none"`` (features only) or ``"indicator"`` (k(x, x')·1[y = y']).
     label_model : ``"embedding"`` (conditional mean embedding, DESIGN.md §3) or ``"logistic"``
         (logistic regression on the reference set, the paper authors' variant).
@@ -88,6 +90,7 @@ class Kairos(Valuator):
         *,
         kernel: str = "gaussian",
         bandwidth: str | float = "median",
+        bandwidth_scale: float = 0.5,
         label_kernel: str = "none",
         label_model: str = "embedding",
         combine: str = "worst",
@@ -100,6 +103,7 @@ class Kairos(Valuator):
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
+        self.bandwidth_scale = bandwidth_scale
         self.label_kernel = label_kernel
         self.label_model = label_model
         self.combine = combine
@@ -133,7 +137,10 @@ class Kairos(Valuator):
 
         timings: dict[str, float] = {}
         tick = time.perf_counter()
-        self.bandwidth_ = median_bandwidth(x, seed=self.seed) if self.bandwidth == "median" else float(self.bandwidth)
+        if self.bandwidth == "median":
+            self.bandwidth_ = self.bandwidth_scale * median_bandwidth(x, seed=self.seed)
+        else:
+            self.bandwidth_ = float(self.bandwidth)
         timings["bandwidth"] = time.perf_counter() - tick
         self._kernel = make_kernel(self.kernel, self.bandwidth_)
         self._x, self._z, self._codes, self._ref_codes = x, z, codes, ref_codes
@@ -255,6 +262,7 @@ class Kairos(Valuator):
         check_choice(self.combine, "combine", COMBINE_RULES)
         if self.bandwidth != "median":
             check_positive(self.bandwidth, "bandwidth")
+        check_positive(self.bandwidth_scale, "bandwidth_scale")
         check_positive(self.label_ridge, "label_ridge")
         if not 0.0 <= self.feature_weight <= 1.0:
             raise InputError(f"feature_weight must lie in [0, 1]; got {self.feature_weight!r}")
