@@ -7,6 +7,7 @@ import torch
 from dataworth import Kairos, value
 from dataworth.kernels import make_kernel
 from mmd_oracle import loo_effects
+from noisy_digits import noisy_digits
 
 
 @pytest.mark.parametrize("label_kernel", ["none", "indicator"])
@@ -180,15 +181,8 @@ def test_value_entry_point(planted):
 
 def test_kairos_finds_planted_label_noise():
     """On digits with 10% flipped labels, the flipped rows get low values."""
-    from sklearn.datasets import load_digits
     from sklearn.metrics import roc_auc_score
 
-    X, y = load_digits(return_X_y=True)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(y))
-    ref, train = order[:300], order[300:900]
-    y_train = y[train].copy()
-    flipped = rng.random(len(train)) < 0.1
-    y_train[flipped] = (y_train[flipped] + rng.integers(1, 10, flipped.sum())) % 10
-    est = Kairos().fit(X[train], y_train, reference=(X[ref], y[ref]))
+    X, y, X_ref, y_ref, flipped = noisy_digits(n_ref=300, n_train=600, fraction=0.1)
+    est = Kairos().fit(X, y, reference=(X_ref, y_ref))
     assert roc_auc_score(flipped, -est.values_) > 0.95
