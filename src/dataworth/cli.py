@@ -11,25 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from dataworth.checks import (
-    DataworthError,
-    InputError,
-    check_choice,
-    check_features,
-    check_int,
-    check_labels,
-    check_positive,
-    check_same_width,
-)
-from dataworth.data import TABLE_SUFFIXES, Dataset, atomic_write, check_output_path, load_array, load_dataset, load_npz_extras
-from dataworth.evaluation.metrics import removal_curve
-from dataworth.report import write_report
+from dataworth.checks import DataworthError, InputError, check_choice, check_int, check_positive
+from dataworth.data import TABLE_SUFFIXES, atomic_write, check_output_path, load_dataset
+from dataworth.report.files import report_from_files
 from dataworth.report.plots import method_bars
 from dataworth.result import ValuationResult
 from dataworth.valuation import METHODS
@@ -157,16 +145,7 @@ def report(
     Rows are shown as images when TRAIN is an .npz with an 'images' array (n × h × w), as text when it
     has a 'texts' array, and as feature rows otherwise.
     """
-    out_path = check_output_path(out, "--out", (".html",))
-    result = ValuationResult.load(values)
-    data = load_dataset(train, label_column=label_column, name="TRAIN")
-    extras = load_npz_extras(train, ("images", "texts"))
-    groups = None if mask is None else _groups_from_mask(load_array(mask, name="MASK"))
-    removal = None if reference is None else _removal_curves(result, data, load_dataset(reference, label_column=label_column, name="REF"))
-    write_report(
-        out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
-        features=np.asarray(data.X), removal=removal, title=f"dataworth report: {Path(values).name}",
-    )
+    out_path = report_from_files(values, train, out, mask=mask, reference=reference, label_column=label_column)
     console.print(f"wrote {out_path}")
 
 
@@ -207,30 +186,6 @@ def bench_detect(
         table.add_row(row[("method", "")], *cells, f"{row[('seconds', 'mean')]:.2f}")
     console.print(table)
     console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'detection.png'}")
-
-
-def _removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dict[str, tuple[tuple[float, ...], np.ndarray]]:
-    """Accuracy on REF of a logistic regression retrained without the lowest/highest-valued rows."""
-    if train.y is None or ref.y is None:
-        raise InputError("removal curves need labels in both TRAIN and REF")
-    X = check_features(train.X, "TRAIN").numpy()
-    X_ref = check_features(ref.X, "REF").numpy()
-    check_same_width(torch.from_numpy(X), torch.from_numpy(X_ref), "REF")
-    y, y_ref = check_labels(train.y, len(X), "TRAIN labels"), check_labels(ref.y, len(X_ref), "REF labels")
-    fractions = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
-    return {
-        f"remove {order} first": (fractions, removal_curve(result.values, X, y, X_ref, y_ref, fractions=fractions, remove=order))
-        for order in ("lowest", "highest")
-    }
-
-
-def _groups_from_mask(mask: np.ndarray) -> np.ndarray:
-    """Boolean flags become 'corrupted'/'clean'; strings are group names ('clean' for clean rows)."""
-    if mask.dtype == bool:
-        return np.where(mask, "corrupted", "clean")
-    if mask.dtype.kind in "US":
-        return mask.astype(str)
-    raise InputError(f"MASK must hold booleans or group names; got dtype {mask.dtype}")
 
 
 def _parse_bandwidth(text: str) -> str | float:

@@ -1,0 +1,71 @@
+"""Build a report from files on disk: the values, the training data, and optionally a corruption
+mask and a clean reference set (what ``dataworth report`` does)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dataworth.checks import InputError, check_features, check_labels, check_same_width
+from dataworth.data import Dataset, check_output_path, load_array, load_dataset, load_npz_extras
+from dataworth.evaluation.metrics import removal_curve
+from dataworth.report.html import write_report
+from dataworth.result import ValuationResult
+
+REMOVAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def report_from_files(
+    values: str | os.PathLike,
+    train: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    mask: str | os.PathLike | None = None,
+    reference: str | os.PathLike | None = None,
+    label_column: str = "label",
+) -> Path:
+    """Write ``out`` (.html). Rows are drawn as images when ``train`` is an .npz with an ``images`` array,
+    shown as text with a ``texts`` array, printed as feature rows otherwise. ``mask`` (.npy) holds
+    per-row corrupted flags or group names; ``reference`` adds point-removal curves."""
+    out_path = check_output_path(out, "--out", (".html",))
+    result = ValuationResult.load(values)
+    data = load_dataset(train, label_column=label_column, name="TRAIN")
+    extras = load_npz_extras(train, ("images", "texts"))
+    groups = None if mask is None else groups_from_mask(load_array(mask, name="MASK"))
+    removal = None
+    if reference is not None:
+        removal = removal_curves(result, data, load_dataset(reference, label_column=label_column, name="REF"))
+    return write_report(
+        out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
+        features=np.asarray(data.X), removal=removal, title=f"dataworth report: {Path(values).name}",
+    )
+
+
+def removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dict[str, tuple[tuple[float, ...], np.ndarray]]:
+    """Accuracy on ``ref`` of a logistic regression retrained without the lowest/highest-valued rows."""
+    if train.y is None or ref.y is None:
+        raise InputError("removal curves need labels in both TRAIN and REF")
+    X = check_features(train.X, "TRAIN").numpy()
+    X_ref = check_features(ref.X, "REF").numpy()
+    check_same_width(torch.from_numpy(X), torch.from_numpy(X_ref), "REF")
+    y, y_ref = check_labels(train.y, len(X), "TRAIN labels"), check_labels(ref.y, len(X_ref), "REF labels")
+    if len(y) != len(result):
+        raise InputError(f"TRAIN has {len(y)} rows but the values file has {len(result)}")
+    return {
+        f"remove {order} first": (
+            REMOVAL_FRACTIONS, removal_curve(result.values, X, y, X_ref, y_ref, fractions=REMOVAL_FRACTIONS, remove=order)
+        )
+        for order in ("lowest", "highest")
+    }
+
+
+def groups_from_mask(mask: np.ndarray) -> np.ndarray:
+    """Boolean flags become ``corrupted``/``clean``; strings are group names (``clean`` for clean rows)."""
+    if mask.dtype == bool:
+        return np.where(mask, "corrupted", "clean")
+    if mask.dtype.kind in "US":
+        return mask.astype(str)
+    raise InputError(f"MASK must hold booleans or group names; got dtype {mask.dtype}")
