@@ -167,3 +167,24 @@ def test_console_script_prints_no_traceback(files):
     )
     assert proc.returncode == 2
     assert proc.stderr == f"error: TRAIN file not found: {files / 'missing.npz'}\n"
+
+
+def test_value_runs_any_registered_method(files, planted):
+    from dataworth import KNNShapley
+
+    X, y, Z, y_ref = planted
+    out = files / "knn.parquet"
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--method", "knn-shapley")
+    assert result.exit_code == 0, result.stderr
+    expected = KNNShapley().fit(X, y, reference=(Z, y_ref)).values_
+    loaded = ValuationResult.load(out)
+    np.testing.assert_allclose(loaded.values, expected, rtol=0, atol=1e-15)
+    assert loaded.method == "knn-shapley"
+
+
+def test_kairos_only_options_are_refused_for_other_methods(files):
+    out = files / "lava.csv"
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--method", "lava",
+                 "--bandwidth", "2.0", "--state-out", files / "s.npz")
+    assert result.exit_code == 2 and "--bandwidth, --state-out apply to --method kairos only" in result.stderr
+    assert not out.exists()

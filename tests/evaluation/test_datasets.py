@@ -21,6 +21,19 @@ def test_builtin_sets_and_their_featurizers(name, shape, n_classes):
     assert all(a in data.y and b in data.y for a, b in data.confusions)
 
 
+def test_a_users_own_file_is_an_evaluation_set(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 3)), rng.integers(0, 2, 50)
+    np.savez(tmp_path / "mine.npz", X=X, y=y)
+    data = datasets.load_evaluation_set(str(tmp_path / "mine.npz"))
+    np.testing.assert_array_equal(data.X, X)
+    np.testing.assert_array_equal(data.y, y)
+    assert data.name == "mine" and data.view == "table"
+    np.save(tmp_path / "unlabelled.npy", X)
+    with pytest.raises(InputError, match="has no labels"):
+        datasets.load_evaluation_set(str(tmp_path / "unlabelled.npy"))
+
+
 def test_unknown_set_and_missing_package_errors(monkeypatch):
     with pytest.raises(InputError, match="unknown dataset 'cifar10'"):
         datasets.load_evaluation_set("cifar10")

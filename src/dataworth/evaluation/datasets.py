@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
 
-from dataworth.checks import DataworthError, InputError
-from dataworth.data import atomic_write
+from dataworth.checks import DataworthError, InputError, check_features, check_labels
+from dataworth.data import DATASET_SUFFIXES, atomic_write, load_dataset
 from dataworth.evaluation.corruptions import DIGIT_CONFUSIONS
 
 
@@ -55,11 +55,24 @@ class EvaluationSet:
     confusions: tuple[tuple[Any, Any], ...] = ()
 
 
-def load_evaluation_set(name: str) -> EvaluationSet:
-    """Load one of :data:`EVALUATION_SETS` by name."""
-    if name not in EVALUATION_SETS:
-        raise InputError(f"unknown dataset {name!r}; available: {', '.join(EVALUATION_SETS)}")
-    return EVALUATION_SETS[name]()
+def load_evaluation_set(name: str, *, label_column: str = "label") -> EvaluationSet:
+    """One of :data:`EVALUATION_SETS` by name, or a user's own labelled file (.npz, .csv, .parquet;
+    shown as a table, its features used as they are)."""
+    if name in EVALUATION_SETS:
+        return EVALUATION_SETS[name]()
+    if Path(name).suffix.lower() in DATASET_SUFFIXES:
+        return from_file(name, label_column=label_column)
+    raise InputError(f"unknown dataset {name!r}; available: {', '.join(EVALUATION_SETS)}, or a .npz/.csv/.parquet file")
+
+
+def from_file(path: str | os.PathLike, *, label_column: str = "label") -> EvaluationSet:
+    """A labelled dataset file as an evaluation set (features as given, identity featurizer)."""
+    data = load_dataset(path, label_column=label_column, name="the dataset file")
+    if data.y is None:
+        raise InputError(f"{path} has no labels: the detection benchmark needs labelled data")
+    X = check_features(data.X, "the dataset file").numpy()
+    y = check_labels(data.y, len(X), "the dataset labels")
+    return EvaluationSet(Path(path).stem, X, y, X, "table", lambda table: np.asarray(table, dtype=np.float64), _neighbour_pairs(y))
 
 
 def digits() -> EvaluationSet:
@@ -77,9 +90,14 @@ def _standardized_table(name: str, loader: Callable[..., Any]) -> EvaluationSet:
     def featurize(table: np.ndarray) -> np.ndarray:
         return (table - mean) / std
 
+    return EvaluationSet(name, featurize(X), y, X, "table", featurize, _neighbour_pairs(y))
+
+
+def _neighbour_pairs(y: np.ndarray) -> tuple[tuple[Any, Any], ...]:
+    """Confusable pairs for sets with no known confusions: neighbouring classes in sorted order
+    (0↔1, 2↔3, ...), the natural guess for ordinal labels."""
     classes = np.unique(y)
-    confusions = tuple(zip(classes[0::2], classes[1::2], strict=False))  # neighbouring classes (ordinal labels)
-    return EvaluationSet(name, featurize(X), y, X, "table", featurize, confusions)
+    return tuple(zip(classes[0::2], classes[1::2], strict=False))
 
 
 def breast_cancer() -> EvaluationSet:
