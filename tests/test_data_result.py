@@ -32,6 +32,18 @@ def test_atomic_write_replaces_an_existing_file_only_on_success(tmp_path):
     assert target.read_text() == "new"
 
 
+def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "out.csv") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.csv").stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_result_round_trip(tmp_path, suffix):
     result = ValuationResult(np.array([0.5, -1.0, 2.0, -1.0]), "kairos", params={"bandwidth": 1.5},
