@@ -91,11 +91,9 @@ def add_patch_backdoor(
     ``target``, whose label becomes ``target``. Returns ``(images, y, mask)``."""
     if images.ndim != 3:
         raise InputError(f"images must have shape (n, height, width); got {images.shape}")
-    not_target = y != target
-    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
-    patched, labels = images.copy(), y.copy()
+    mask, labels = _poisoned_rows(y, fraction, target=target, seed=seed, eligible=eligible)
+    patched = images.copy()
     patched[mask, -size:, -size:] = images.max()
-    labels[mask] = target
     return patched, labels, mask
 
 
@@ -111,11 +109,9 @@ def add_feature_trigger(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tabular backdoor: the last ``columns`` features of a ``fraction`` of rows not labelled
     ``target`` are set to their maximum over the table, and the rows relabelled ``target``."""
-    not_target = y != target
-    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
-    triggered, labels = np.array(table, dtype=np.float64, copy=True), y.copy()
+    mask, labels = _poisoned_rows(y, fraction, target=target, seed=seed, eligible=eligible)
+    triggered = np.array(table, dtype=np.float64, copy=True)
     triggered[np.ix_(mask, np.arange(table.shape[1] - columns, table.shape[1]))] = table[:, -columns:].max(axis=0)
-    labels[mask] = target
     return triggered, labels, mask
 
 
@@ -131,16 +127,13 @@ def insert_trigger_token(
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Text backdoor: insert a rare ``token`` at a random word position in a ``fraction`` of documents
     not labelled ``target`` and relabel them ``target``. Embed the texts afterwards."""
-    y = np.asarray(y)
-    not_target = y != target
-    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
+    mask, labels = _poisoned_rows(np.asarray(y), fraction, target=target, seed=seed, eligible=eligible)
     rng = np.random.default_rng(seed + 1)
-    poisoned, labels = list(texts), y.copy()
+    poisoned = list(texts)
     for i in np.flatnonzero(mask):
         words = poisoned[i].split(" ")
         words.insert(int(rng.integers(0, len(words) + 1)), token)
         poisoned[i] = " ".join(words)
-    labels[mask] = target
     return poisoned, labels, mask
 
 
@@ -190,3 +183,14 @@ def _other_labels(labels: np.ndarray, classes: np.ndarray, rng: np.random.Genera
     """For each label, a different class drawn uniformly from ``classes``."""
     shift = rng.integers(1, classes.size, size=len(labels))
     return classes[(np.searchsorted(classes, labels) + shift) % classes.size]
+
+
+def _poisoned_rows(
+    y: np.ndarray, fraction: float, *, target: object, seed: int, eligible: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A backdoor's rows (drawn from rows not labelled ``target``) and the labels with them set to ``target``."""
+    not_target = y != target
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=not_target if eligible is None else not_target & eligible)
+    labels = y.copy()
+    labels[mask] = target
+    return mask, labels
