@@ -13,9 +13,11 @@ reference rows (z_l, y'_l), l = 1..M, both with uniform weights::
 g_i is the derivative of OT(D, P) along a_ε = a + ε(e_i − (1/(N−1)) Σ_{j≠i} e_j), i.e. when mass
 moves onto row i from all the others evenly, so OT(D∖{i}, P) − OT(D, P) ≈ −g_i / N: rows whose
 removal brings the training set closer to the reference set (mislabelled rows, outliers) get low
-values. The derivative is exact where the dual is unique up to a constant; with uniform weights that
-holds whenever N and M are coprime (no partial sum k/N equals l/M). Otherwise the exact problem is
-degenerate and ``ot.emd`` returns one of several optimal duals; Sinkhorn's dual is always unique.
+values. The derivative is exact where the dual is unique up to a constant. With uniform weights on both
+sides that fails whenever N and M share a factor (a partial sum k/N equals l/M: the problem is
+degenerate and ``ot.emd`` would return one of several optimal duals, depending on row order), so the
+exact solver perturbs the reference weights by < 1e-6 relative to make it non-degenerate. Sinkhorn's
+dual is always unique.
 
 Scaling. Both cost terms are squared Euclidean distances (W is a W₂² distance), so they share units:
 ``label_weight`` needs no per-term normalization and is already scale-free (multiplying every
@@ -44,6 +46,7 @@ from dataworth.valuation.base import Valuator, prepare_data
 
 SOLVERS = ("auto", "exact", "sinkhorn")
 EXACT_PIVOTS_PER_POINT = 1000
+REFERENCE_WEIGHT_JITTER = 1e-6  # relative; breaks the degeneracy of uniform-vs-uniform exact OT
 """The network simplex's pivot cap is this times N + M; optimality needs ~20 per point in practice."""
 SINKHORN_RTOL = 1e-6
 """Sinkhorn stops when the L2 violation of the reference marginal falls below this fraction of ||b||₂."""
@@ -72,11 +75,8 @@ class Lava(Valuator):
     by ``classes_`` both ways; NaN rows for classes absent from the training set), ``solver_``
     (the solver used) and ``cost_scale_`` (s).
 
-    Row order. When the exact problem is degenerate (uniform weights with gcd(N, M) > 1, e.g.
-    N = 400, M = 200) ``ot.emd`` returns one of several optimal duals, picked by its pivoting order,
-    so exact values can depend on the order of the training rows: on digits with N = 400, M = 200,
-    two row orders gave Spearman 0.997 and a largest change of 12 % of the largest |value| (with
-    N = 401 they agree to 1e-9). Sinkhorn's dual is unique, so its values are order-independent.
+    Row order: values do not depend on the order of the training rows (the exact solver is made
+    non-degenerate, see the module docstring).
     """
 
     method = "lava"
@@ -175,13 +175,25 @@ def class_distances(
     return out
 
 
+def reference_weights(m: int) -> np.ndarray:
+    """Uniform weights 1/M, each moved by a fixed relative amount below ``REFERENCE_WEIGHT_JITTER``."""
+    jitter = np.random.default_rng(0).uniform(-0.5, 0.5, size=m) * REFERENCE_WEIGHT_JITTER
+    return (1.0 + jitter) / (1.0 + jitter).sum()
+
+
 def solve_exact(cost: np.ndarray) -> tuple[float, np.ndarray]:
-    """Exact OT between uniform weights on the rows and columns of ``cost``: (distance, row potential)."""
+    """Exact OT between uniform weights on the rows and columns of ``cost``: (distance, row potential).
+
+    The column weights get a fixed relative perturbation of at most ``REFERENCE_WEIGHT_JITTER``, which
+    makes the problem non-degenerate (no partial sum of row weights k/N equals one of column weights),
+    so the optimal dual is unique up to a constant and the values do not depend on the training-row
+    order. The change in the OT distance is below 1e-6 relative.
+    """
     n, m = cost.shape
     cap = EXACT_PIVOTS_PER_POINT * (n + m)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the result code below is checked instead
-        _, log = ot.emd(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=cap, log=True)
+        _, log = ot.emd(np.full(n, 1.0 / n), reference_weights(m), cost, numItermax=cap, log=True)
     if log["result_code"] != 1:
         raise DataworthError(
             f"the exact OT solver hit its cap of {cap} pivots before reaching an optimal plan on a {n} × {m} problem; "
