@@ -21,18 +21,24 @@ def test_feature_term_equals_brute_force_leave_one_out(planted, kernel, label_ke
     np.testing.assert_allclose(est.feature_values_, expected, rtol=0, atol=1e-9 if kernel == "laplace" else 1e-10)
 
 
-def test_feature_term_is_exact_when_blocks_are_tiny(planted):
-    """A memory budget of one row per tile exercises every block boundary."""
-    X, y, Z, y_ref = planted
-    big = Kairos().fit(X, y, reference=(Z, y_ref))
-    tiny = Kairos(memory_budget=1).fit(X, y, reference=(Z, y_ref))
-    np.testing.assert_allclose(tiny.feature_values_, big.feature_values_, rtol=0, atol=1e-14)
+@pytest.mark.parametrize("label_kernel", ["none", "indicator"])
+def test_values_do_not_depend_on_the_tiling(label_kernel):
+    """The smallest tiles (128 × 128: 6 row tiles, a ragged last one, symmetric and reference blocks)
+    give what one tile over everything gives."""
+    rng = np.random.default_rng(3)
+    X, Z = rng.normal(size=(700, 5)), rng.normal(size=(300, 5))
+    y, y_ref = rng.integers(0, 4, 700), rng.integers(0, 4, 300)
+    whole = Kairos(label_kernel=label_kernel).fit(X, y, reference=(Z, y_ref))
+    tiny = Kairos(label_kernel=label_kernel, memory_budget=1).fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(tiny.feature_values_, whole.feature_values_, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(tiny.label_residuals_, whole.label_residuals_, rtol=0, atol=1e-12)
 
 
-def test_label_residual_equals_direct_solve(planted):
+@pytest.mark.parametrize("label_kernel", ["none", "indicator"])  # one pass with the reference sums, or its own
+def test_label_residual_equals_direct_solve(planted, label_kernel):
     X, y, Z, y_ref = planted
     alpha = 1e-3
-    est = Kairos(label_ridge=alpha).fit(X, y, reference=(Z, y_ref))
+    est = Kairos(label_ridge=alpha, label_kernel=label_kernel).fit(X, y, reference=(Z, y_ref))
     k = make_kernel("gaussian", est.bandwidth_)
     K_zz = k.matrix(torch.from_numpy(Z), torch.from_numpy(Z)).numpy()
     K_xz = k.matrix(torch.from_numpy(X), torch.from_numpy(Z)).numpy()

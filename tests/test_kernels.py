@@ -26,17 +26,33 @@ def test_dense_matrix_matches_the_formula(name):
 @pytest.mark.parametrize("name", FORMULAS)
 @pytest.mark.parametrize("budget", [1, 700, 2**24])
 def test_blocked_products_equal_dense_products(name, budget):
-    """Several column blocks with their own weights, far-from-origin data, tiles of every size."""
+    """Several column blocks side by side, far-from-origin data, tiles of every size (side 128 to 1448)."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2500, 6)) + 50.0
     y1, y2 = rng.normal(size=(2100, 6)) + 50.0, rng.normal(size=(30, 6)) + 50.0
-    w1, w2 = rng.normal(size=(2100, 3)), rng.normal(size=(30, 3))
+    w1, w2 = rng.normal(size=(2100, 3)), rng.normal(size=(30, 2))
     kernel = make_kernel(name, 2.0)
     got = kernel_matmul(kernel, torch.from_numpy(x), [(torch.from_numpy(y1), torch.from_numpy(w1)),
                                                        (torch.from_numpy(y2), torch.from_numpy(w2))], memory_budget=budget)
-    expected = FORMULAS[name](cdist(x, y1), 2.0) @ w1 + FORMULAS[name](cdist(x, y2), 2.0) @ w2
+    expected = np.hstack([FORMULAS[name](cdist(x, y1), 2.0) @ w1, FORMULAS[name](cdist(x, y2), 2.0) @ w2])
     assert got.dtype == torch.float64
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+@pytest.mark.parametrize("budget", [1, 2**24])
+def test_symmetric_block_uses_only_the_upper_triangle_and_equals_the_dense_product(name, budget):
+    """``y is x``: tiles on and above the diagonal, each off-diagonal tile applied twice; ragged last tile."""
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.normal(size=(1000, 5)) + 20.0)
+    w = rng.normal(size=(1000, 2))
+    kernel = make_kernel(name, 1.5)
+    got = kernel_matmul(kernel, x, [(x, torch.from_numpy(w)), (x.clone(), torch.from_numpy(w))], memory_budget=budget)
+    expected = FORMULAS[name](cdist(x.numpy(), x.numpy()), 1.5) @ w
+    np.testing.assert_allclose(got[:, :2].numpy(), expected, rtol=1e-9, atol=1e-9)
+    # A copy takes the full path, where ||x_i - x_i||² is a rounding residue ~1e-14 that Laplace's
+    # sqrt turns into ~1e-7; the symmetric path sets the diagonal exactly.
+    np.testing.assert_allclose(got[:, 2:].numpy(), expected, rtol=1e-9, atol=1e-6 if name == "laplace" else 1e-9)
 
 
 def test_float32_row_sums_over_many_columns_stay_accurate():

@@ -146,14 +146,14 @@ class Kairos(Valuator):
         self._x, self._z, self._codes, self._ref_codes = x, z, codes, ref_codes
 
         tick = time.perf_counter()
-        sums = self._group_sums(x, codes, [(x, codes), (z, ref_codes)], "KAIROS kernel sums")
-        self._row_sums, self._ref_sums = sums[:, 0], sums[:, 1]
-        timings["feature"] = time.perf_counter() - tick
+        self._fit_label_model()
+        timings["label_model"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        self._fit_label_model()
-        self._residuals = None if codes is None else self._label_residuals(x, codes)
-        timings["label"] = time.perf_counter() - tick
+        sums = self._kernel_sums(x, codes, [(x, codes), (z, ref_codes)], "KAIROS kernel sums", label_mean=True)
+        self._row_sums, self._ref_sums = sums[:, 0], sums[:, 1]
+        self._residuals = None if codes is None else self._label_residuals(x, codes, sums[:, 2:])
+        timings["kernel_sums"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
         self._publish(timings)
         return self
@@ -175,14 +175,18 @@ class Kairos(Valuator):
                 raise InputError("the new rows need labels: this KAIROS state was fitted with labels")
             codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "the new labels"), self.classes_, "the new labels")
 
-        old_with_new = self._group_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
-        new_sums = self._group_sums(
-            x_new, codes_new, [(self._x, self._codes), (x_new, codes_new), (self._z, self._ref_codes)], "KAIROS update"
+        old_with_new = self._kernel_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
+        new_sums = self._kernel_sums(
+            x_new,
+            codes_new,
+            [(self._x, self._codes), (x_new, codes_new), (self._z, self._ref_codes)],
+            "KAIROS update",
+            label_mean=True,
         )
         self._row_sums = torch.cat([self._row_sums + old_with_new[:, 0], new_sums[:, 0] + new_sums[:, 1]])
         self._ref_sums = torch.cat([self._ref_sums, new_sums[:, 2]])
         if codes_new is not None:
-            self._residuals = np.concatenate([self._residuals, self._label_residuals(x_new, codes_new)])
+            self._residuals = np.concatenate([self._residuals, self._label_residuals(x_new, codes_new, new_sums[:, 3:])])
             self._codes = np.concatenate([self._codes, codes_new])
         self._x = torch.cat([self._x, x_new])
         self._publish({"add": time.perf_counter() - started})
@@ -267,32 +271,43 @@ class Kairos(Valuator):
         if not 0.0 <= self.feature_weight <= 1.0:
             raise InputError(f"feature_weight must lie in [0, 1]; got {self.feature_weight!r}")
 
-    def _group_sums(
+    def _kernel_sums(
         self,
         rows: torch.Tensor,
         row_codes: np.ndarray | None,
         blocks: list[tuple[torch.Tensor, np.ndarray | None]],
         description: str,
+        *,
+        label_mean: bool = False,
     ) -> torch.Tensor:
-        """Column j: Σ over rows of block j of k(row, col), restricted to one class if indicator."""
-        out = torch.zeros(rows.shape[0], len(blocks), dtype=torch.float64, device=rows.device)
+        """Column j: Σ over the rows of block j of k(row, col), within one class for the indicator kernel.
+
+        With ``label_mean`` the last block is the reference set and further columns hold the kernel
+        label mean ``k(row, Z) W`` of the embedding label model; with the "none" label kernel it comes
+        from the same pass over ``K(rows, Z)`` as the reference sums. A block whose tensor is ``rows``
+        itself is computed from the upper triangle of the symmetric ``K(rows, rows)``.
+        """
+        mean_weights = self._label_params.get("weights") if label_mean else None
+        fused = mean_weights is not None and self.label_kernel == "none"
+
+        def weights(j: int, cols: torch.Tensor) -> torch.Tensor:
+            ones = torch.ones(cols.shape[0], 1, dtype=rows.dtype, device=rows.device)
+            return torch.cat([ones, mean_weights], dim=1) if fused and j == len(blocks) - 1 else ones
+
+        run = dict(memory_budget=self.memory_budget, progress=self.progress, description=description)
         if self.label_kernel == "none":
-            groups = [(slice(None), [slice(None)] * len(blocks))]
-        else:
-            groups = [
-                (torch.from_numpy(row_codes == c), [torch.from_numpy(cc == c) for _, cc in blocks])
-                for c in np.unique(row_codes)
-            ]
-        for row_sel, col_sels in groups:
-            weighted = []
-            for j, ((cols, _), sel) in enumerate(zip(blocks, col_sels, strict=True)):
-                picked = cols[sel]
-                weight = torch.zeros(picked.shape[0], len(blocks), dtype=rows.dtype, device=rows.device)
-                weight[:, j] = 1.0
-                weighted.append((picked, weight))
+            return kernel_matmul(self._kernel, rows, [(cols, weights(j, cols)) for j, (cols, _) in enumerate(blocks)], **run)
+        out = torch.zeros(rows.shape[0], len(blocks), dtype=torch.float64, device=rows.device)
+        for c in np.unique(row_codes):
+            row_sel = torch.from_numpy(row_codes == c)
+            class_rows = rows[row_sel]
+            class_blocks = [class_rows if cols is rows else cols[torch.from_numpy(col_codes == c)] for cols, col_codes in blocks]
             out[row_sel] = kernel_matmul(
-                self._kernel, rows[row_sel], weighted, memory_budget=self.memory_budget, progress=self.progress, description=description
+                self._kernel, class_rows, [(cols, weights(j, cols)) for j, cols in enumerate(class_blocks)], **run
             )
+        if mean_weights is not None:
+            mean = kernel_matmul(self._kernel, rows, [(self._z, mean_weights)], memory_budget=self.memory_budget)
+            out = torch.cat([out, mean], dim=1)
         return out
 
     def _fit_label_model(self) -> None:
@@ -311,11 +326,10 @@ class Kairos(Valuator):
             model = LogisticRegression(max_iter=2000).fit(self._z.cpu().double().numpy(), self._ref_codes)
             self._label_params = {"coef": model.coef_, "intercept": model.intercept_}
 
-    def _label_residuals(self, x: torch.Tensor, codes: np.ndarray) -> np.ndarray:
-        """||onehot(y_i) − μ(x_i)||₂ with μ the fitted label model."""
+    def _label_residuals(self, x: torch.Tensor, codes: np.ndarray, kernel_mean: torch.Tensor) -> np.ndarray:
+        """||onehot(y_i) − μ(x_i)||₂ with μ the fitted label model (``kernel_mean`` for the embedding)."""
         if self.label_model == "embedding":
-            weights = self._label_params["weights"]
-            mean = kernel_matmul(self._kernel, x, [(self._z, weights)], memory_budget=self.memory_budget).cpu().numpy()
+            mean = kernel_mean.cpu().numpy()
         else:
             logits = x.cpu().double().numpy() @ self._label_params["coef"].T + self._label_params["intercept"]
             if logits.shape[1] == 1:  # binary logistic regression: P(class 1) = sigmoid(logit)
