@@ -2,7 +2,9 @@
 
 1. N = 20,000, M = 5,000, d = 256, float32, CPU: time of the feature term (a full ``Kairos.fit``
    without labels: validation, bandwidth, blocked kernel sums, closed form) divided by the time of the
-   one matrix product X·[X;Z]ᵀ it must do (torch.mm, materialized). Best of 3 for both. Target <= 1.6.
+   matrix products it must do. K(X, X) is symmetric, so the kernel sums compute N(N+1)/2 + NM entries;
+   the baseline is one GEMM with as many entries, X·[X_{1..N/2}; Z]ᵀ (torch.mm, materialized). The
+   ratio to the full product X·[X;Z]ᵀ is shown too. Best of 3 for all. Target <= 1.6.
 2. N = 100,000, M = 10,000, d = 256, float32, full KAIROS with labels, in a fresh subprocess: peak
    resident memory during ``fit`` (VmHWM after resetting it just before; it includes the Python/torch
    runtime and the 110 MB of input, shown as "before fit"). Target < 1.5 GB. Linux only.
@@ -49,9 +51,11 @@ def speed_ratio(n: int = 20_000, m: int = 5_000, d: int = 256) -> dict[str, floa
     X, _ = clustered(n, d, 10, seed=1)
     Z, _ = clustered(m, d, 10, seed=2)
     x, xz = torch.from_numpy(X), torch.from_numpy(np.vstack([X, Z]))
-    gemm = best_of(3, lambda: torch.mm(x, xz.T))
+    half_xz = torch.from_numpy(np.vstack([X[: n // 2], Z]))
+    gemm = best_of(3, lambda: torch.mm(x, half_xz.T))
+    full_gemm = best_of(3, lambda: torch.mm(x, xz.T))
     feature = best_of(3, lambda: Kairos().fit(X, reference=Z))
-    return {"gemm_s": gemm, "feature_s": feature, "ratio": feature / gemm}
+    return {"gemm_s": gemm, "full_gemm_s": full_gemm, "feature_s": feature, "ratio": feature / gemm}
 
 
 def memory_and_update(n: int = 100_000, m: int = 10_000, d: int = 256, added: int = 100) -> dict[str, float]:
@@ -73,8 +77,10 @@ def main() -> None:
     child = subprocess.run([sys.executable, __file__, "--memory-child"], capture_output=True, text=True, check=True)
     big = json.loads(child.stdout.strip().splitlines()[-1])
     rows = [
-        ("feature term / GEMM X·[X;Z]ᵀ (N=20k, M=5k, d=256, fp32)",
+        ("feature term / GEMM of as many entries, X·[X_{1..N/2};Z]ᵀ (N=20k, M=5k, d=256, fp32)",
          f"{speed['feature_s']:.2f} s / {speed['gemm_s']:.2f} s = {speed['ratio']:.2f}", "<= 1.6"),
+        ("feature term / full GEMM X·[X;Z]ᵀ (same data)",
+         f"{speed['feature_s']:.2f} s / {speed['full_gemm_s']:.2f} s = {speed['feature_s'] / speed['full_gemm_s']:.2f}", ""),
         ("peak RSS, full KAIROS (N=100k, M=10k, d=256, fp32)",
          f"{big['peak_rss_gb']:.2f} GiB (before fit: {big['rss_before_fit_gb']:.2f} GiB)", "< 1.5 GB"),
         ("add m=100 vs fit at N=100k", f"{big['fit_s']:.1f} s / {big['add_s']:.3f} s = {big['speedup']:.0f}x", ">= 50x"),

@@ -1,7 +1,9 @@
 """KAIROS vs LAVA: time and detection quality at N = 10,000 on the same features, same process.
 
-Features: 10,000 training + 2,000 reference rows of float64 Gaussian class clusters (d = 64, 10 classes,
-overlapping), 10% of training labels flipped uniformly. LAVA at its defaults (solver "auto": exact EMD
+Features: 10,000 training + 2,000 reference rows of Gaussian class clusters (d = 64, 10 classes,
+overlapping), 10% of training labels flipped uniformly, once as float32 (what embedding models emit;
+KAIROS keeps float32) and once as float64 (KAIROS then computes in float64). LAVA computes its costs
+and transport in float64 either way (ours), or in float32 (OpenDataVal converts to it). LAVA at its defaults (solver "auto": exact EMD
 for N·M ≤ 25M entries, the case here). Its Sinkhorn solver is slower still at this size (about a second
 per iteration on the 20M-entry cost matrix), so it is not part of the comparison. When .venv-peers exists
 (benchmarks/peers/setup.sh), OpenDataVal's LAVA runs on the same arrays too. Best of 2 runs each
@@ -45,20 +47,25 @@ def main() -> None:
     X, y = clusters(10_000, seed=1)
     Z, y_ref = clusters(2_000, seed=2)
     y_noisy, flipped = flip_labels(y, 0.1, seed=0)
-    rows = []
-    for name, build in {"KAIROS": Kairos, "LAVA (exact EMD)": Lava}.items():
-        values, seconds = timed(build, X, y_noisy, (Z, y_ref))
-        rows.append((name, seconds, detection_auroc(values, flipped)))
-    if PEER_PYTHON.exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            data_file = Path(tmp) / "data.npz"
-            np.savez(data_file, X=X, y=y_noisy, X_ref=Z, y_ref=y_ref)
-            values, seconds = run_peer("opendataval", "lava", data_file)
-        rows.append(("LAVA (OpenDataVal 1.3)", seconds, detection_auroc(values, flipped)))
-    kairos_seconds = rows[0][1]
     lines = ["# KAIROS vs LAVA at N = 10,000", "", "Reproduce: `.venv/bin/python benchmarks/kairos_vs_lava.py`", "",
-             "| method | seconds | AUROC (10% flipped labels) | time / KAIROS |", "|---|---|---|---|"]
-    lines += [f"| {name} | {seconds:.2f} | {auroc:.3f} | {seconds / kairos_seconds:.1f}x |" for name, seconds, auroc in rows]
+             "| features | method | seconds | AUROC (10% flipped labels) | time / KAIROS |", "|---|---|---|---|---|"]
+    for dtype in (np.float32, np.float64):
+        Xd, Zd = X.astype(dtype), Z.astype(dtype)
+        rows = []
+        for name, build in {"KAIROS": Kairos, "LAVA (exact EMD)": Lava}.items():
+            values, seconds = timed(build, Xd, y_noisy, (Zd, y_ref))
+            rows.append((name, seconds, detection_auroc(values, flipped)))
+        if PEER_PYTHON.exists():
+            with tempfile.TemporaryDirectory() as tmp:
+                data_file = Path(tmp) / "data.npz"
+                np.savez(data_file, X=Xd, y=y_noisy, X_ref=Zd, y_ref=y_ref)
+                values, seconds = run_peer("opendataval", "lava", data_file)
+            rows.append(("LAVA (OpenDataVal 1.3)", seconds, detection_auroc(values, flipped)))
+        kairos_seconds = rows[0][1]
+        lines += [
+            f"| {np.dtype(dtype).name} | {name} | {seconds:.2f} | {auroc:.3f} | {seconds / kairos_seconds:.1f}x |"
+            for name, seconds, auroc in rows
+        ]
     text = "\n".join(lines) + "\n"
     out = Path(__file__).parent / "results" / "kairos_vs_lava.md"
     with atomic_write(out) as tmp:
