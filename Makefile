@@ -35,3 +35,4 @@ bench: bench-data
 	$(PY) benchmarks/kairos_combination.py
 	$(PY) benchmarks/kairos_vs_lava.py
 	$(PY) benchmarks/detect_all.py
+	$(PY) benchmarks/lava_solvers.py

@@ -11,7 +11,7 @@
 3. In the same subprocess: ``add`` of m = 100 rows vs the fit of 100,000 rows (a refit costs the
    fit of 100,100 rows; the fit of 100,000 is used as its stand-in). Target >= 50x.
 
-Run:  .venv/bin/python benchmarks/kairos_speed.py          (about 4 minutes on 2 cores)
+Run:  .venv/bin/python benchmarks/kairos_speed.py          (about 4 minutes on 2 cores; writes results/kairos_speed.md)
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from dataworth import Kairos
+from dataworth.data import atomic_write
 from dataworth.evaluation.resources import measure
 
 
@@ -85,10 +87,12 @@ def main() -> None:
          f"{big['peak_rss_gb']:.2f} GiB (before fit: {big['rss_before_fit_gb']:.2f} GiB)", "< 1.5 GB"),
         ("add m=100 vs fit at N=100k", f"{big['fit_s']:.1f} s / {big['add_s']:.3f} s = {big['speedup']:.0f}x", ">= 50x"),
     ]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| measurement | result | target |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads", "", "| measurement | result | target |", "|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    text = "\n".join(lines) + "\n"
+    with atomic_write(Path(__file__).parent / "results" / "kairos_speed.md") as tmp:
+        tmp.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
