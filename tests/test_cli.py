@@ -188,3 +188,47 @@ def test_kairos_only_options_are_refused_for_other_methods(files):
                  "--bandwidth", "2.0", "--state-out", files / "s.npz")
     assert result.exit_code == 2 and "--bandwidth, --state-out apply to --method kairos only" in result.stderr
     assert not out.exists()
+
+
+def test_param_sets_any_estimator_parameter(files, planted):
+    from dataworth import Lava
+
+    X, y, Z, y_ref = planted
+    out = files / "lava.parquet"
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--method", "lava",
+                 "--param", "solver=exact", "--param", "label_weight=0.5")
+    assert result.exit_code == 0, result.stderr
+    loaded = ValuationResult.load(out)
+    expected = Lava(solver="exact", label_weight=0.5).fit(X, y, reference=(Z, y_ref)).values_
+    np.testing.assert_allclose(loaded.values, expected, rtol=0, atol=1e-12)
+    assert loaded.params["solver"] == "exact" and loaded.params["label_weight"] == 0.5
+
+
+def test_param_works_beside_the_kairos_options(files, planted):
+    X, y, Z, y_ref = planted
+    out = files / "k.csv"
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--bandwidth", "2.0",
+                 "--param", "combine=raw", "--param", "feature_weight=1")
+    assert result.exit_code == 0, result.stderr
+    expected = Kairos(bandwidth=2.0, combine="raw", feature_weight=1).fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(pd.read_csv(out)["value"], expected.values_, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(expected.values_, expected.feature_values_, rtol=0, atol=0)  # weight 1: feature term only
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "lava", "--param", "solver"], "--param takes KEY=VALUE; got 'solver'"),
+        (["--method", "lava", "--param", "k=3"], "--param k: lava has no parameter 'k'; it has entropic_reg, label_weight, max_iter, solver"),
+        (["--param", "bandwidth=2"], "--param bandwidth: set it with --bandwidth"),
+        (["--method", "lava", "--param", "solver=exact", "--param", "solver=annealed"], "--param solver is given twice"),
+        (["--method", "lava", "--param", "solver=lp"], "solver must be one of annealed, exact, sinkhorn; got 'lp'"),
+        (["--method", "knn-shapley", "--param", "k=0"], "k must be an integer >= 1; got 0"),
+    ],
+)
+def test_bad_params_give_one_line_and_no_output(files, args, message):
+    out = files / "o.csv"
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, *args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert message in result.stderr, result.stderr
+    assert not out.exists()

@@ -34,6 +34,12 @@ TERMS = ("combined", "feature", "label")
 
 LabelColumn = Annotated[str, typer.Option("--label-column", help="Label column of .csv/.parquet inputs.")]
 Term = Annotated[str, typer.Option("--term", help="Which value goes in the 'value' column: combined, feature or label.")]
+Params = Annotated[
+    list[str] | None,
+    typer.Option("--param", help="KEY=VALUE, any parameter of the method's estimator (repeatable), e.g. solver=exact for lava."),
+]
+#: Estimator parameters the CLI sets itself, and the option to use instead.
+RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel", "device": "--device", "progress": "(always on)"}
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,9 +70,11 @@ def value(
     term: Term = "combined",
     state_out: Annotated[str | None, typer.Option("--state-out", help="Save the state for 'dataworth update' (.npz).")] = None,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    param: Params = None,
 ) -> None:
     """Value every row of TRAIN against a clean reference set (KAIROS options apply to kairos only)."""
     check_choice(method, "--method", tuple(METHODS))
+    params = _parse_params(param or [], method)
     check_choice(term, "--term", TERMS)
     kairos_only = {"--bandwidth": bandwidth != "median", "--label-kernel": label_kernel != "none",
                    "--term": term != "combined", "--state-out": state_out is not None}
@@ -78,14 +86,14 @@ def value(
     train_data = load_dataset(train, label_column=label_column, name="TRAIN")
     ref_data = load_dataset(reference, label_column=label_column, name="REF")
     if method != Kairos.method:
-        estimator = METHODS[method]()
+        estimator = METHODS[method](**params)
         estimator.set_params(**{k: v for k, v in {"device": device, "progress": True}.items() if k in estimator.get_params()})
         result = estimator.fit(train_data, reference=ref_data).result_
         result.save(out_path)
         console.print(f"wrote {len(result)} values to {out_path} ({method}); lowest rows: {', '.join(map(str, result.lowest(5)))}")
         return
     _check_term_has_labels(term, train_data.y is not None)
-    estimator = Kairos(bandwidth=_parse_bandwidth(bandwidth), label_kernel=label_kernel, device=device, progress=True)
+    estimator = Kairos(bandwidth=_parse_bandwidth(bandwidth), label_kernel=label_kernel, device=device, progress=True, **params)
     estimator.fit(train_data, reference=ref_data)
     _write(estimator, term, out_path, state_path)
 
@@ -186,6 +194,38 @@ def bench_detect(
         table.add_row(row[("method", "")], *cells, f"{row[('seconds', 'mean')]:.2f}")
     console.print(table)
     console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'detection.png'}")
+
+
+def _parse_params(pairs: list[str], method: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings to estimator parameters; values become bool, None, int or float when they read as one."""
+    known = METHODS[method]().get_params()
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = (part.strip() for part in pair.partition("="))
+        if not sep or not key:
+            raise InputError(f"--param takes KEY=VALUE; got {pair!r}")
+        if key in RESERVED_PARAMS and key in known:
+            raise InputError(f"--param {key}: set it with {RESERVED_PARAMS[key]}")
+        if key not in known:
+            raise InputError(f"--param {key}: {method} has no parameter {key!r}; it has {', '.join(sorted(set(known) - set(RESERVED_PARAMS)))}")
+        if key in params:
+            raise InputError(f"--param {key} is given twice")
+        params[key] = _parse_value(text)
+    return params
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _parse_bandwidth(text: str) -> str | float:
