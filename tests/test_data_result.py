@@ -1,5 +1,7 @@
 """Loading files, atomic writes, and the result type's save/load round trip."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,15 +48,26 @@ def test_atomic_write_gives_the_usual_file_permissions(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_result_round_trip(tmp_path, suffix):
-    result = ValuationResult(np.array([0.5, -1.0, 2.0, -1.0]), "kairos", params={"bandwidth": 1.5},
+    result = ValuationResult(np.array([0.5, -1.0, 2.0, -1.0]), "kairos", params={"bandwidth": 1.5, "n": np.int64(3)},
                              timings={"total": 0.1}, components={"feature": np.arange(4.0)})
     loaded = ValuationResult.load(result.save(tmp_path / f"r{suffix}"))
     np.testing.assert_array_equal(loaded.values, result.values)
     np.testing.assert_array_equal(loaded.components["feature"], np.arange(4.0))
-    if suffix == ".parquet":
-        assert loaded.method == "kairos" and loaded.params == {"bandwidth": 1.5} and loaded.timings == {"total": 0.1}
+    assert loaded.method == "kairos" and loaded.params == {"bandwidth": 1.5, "n": 3} and loaded.timings == {"total": 0.1}
     assert list(result.lowest(2)) == [1, 3] and list(result.highest(2)) == [2, 0]
     assert list(result.to_pandas().columns) == ["index", "value", "feature"]
+
+
+def test_csv_metadata_sidecar_is_plain_json_and_ignored_when_it_does_not_fit(tmp_path):
+    """The CSV stays plain columns; the sidecar carries method/params/timings and the row count."""
+    path = ValuationResult(np.arange(3.0), "lava", params={"solver": "exact"}).save(tmp_path / "v.csv")
+    assert list(pd.read_csv(path).columns) == ["index", "value"]
+    assert json.loads((tmp_path / "v.csv.json").read_text())["rows"] == 3
+    pd.DataFrame({"index": range(5), "value": np.ones(5)}).to_csv(path, index=False)  # replaced by another tool
+    assert ValuationResult.load(path).method == "unknown"
+    (tmp_path / "v.csv.json").write_text("{not json")
+    with pytest.raises(FileFormatError, match="v.csv.json is not the JSON metadata dataworth writes beside v.csv"):
+        ValuationResult.load(path)
 
 
 def test_loaders_read_every_format(tmp_path):

@@ -62,19 +62,25 @@ class ValuationResult:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table to ``.csv`` or ``.parquet`` atomically.
 
-        Parquet also keeps ``method``, ``params`` and ``timings`` in its schema metadata; CSV holds
-        the columns only.
+        ``method``, ``params`` and ``timings`` go into parquet's schema metadata; a CSV keeps plain
+        columns (any CSV reader takes it) and gets them in a sidecar ``<name>.csv.json``, which
+        :meth:`load` reads when it is there and describes a table of the same length.
         """
         path = check_output_path(path, "the output file", TABLE_SUFFIXES)
         table = self.to_pandas()
+        meta = json.dumps(
+            {"method": self.method, "params": self.params, "timings": self.timings, "rows": len(self)}, default=_jsonable
+        )
         with atomic_write(path) as tmp:
             if path.suffix.lower() == ".csv":
                 table.to_csv(tmp, index=False)
             else:
                 arrow = pa.Table.from_pandas(table, preserve_index=False)
-                meta = json.dumps({"method": self.method, "params": self.params, "timings": self.timings})
                 arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _METADATA_KEY: meta.encode()})
                 pq.write_table(arrow, tmp)
+        if path.suffix.lower() == ".csv":
+            with atomic_write(_sidecar(path)) as tmp:
+                tmp.write_text(meta)
         return path
 
     @classmethod
@@ -85,11 +91,14 @@ class ValuationResult:
         try:
             if path.suffix.lower() == ".csv":
                 table = pd.read_csv(path)
+                meta = _read_sidecar(path, len(table)) or meta
             else:
                 arrow = pq.read_table(path)
                 raw = (arrow.schema.metadata or {}).get(_METADATA_KEY)
                 meta = json.loads(raw) if raw else meta
                 table = arrow.to_pandas()
+        except FileFormatError:
+            raise
         except Exception as exc:  # pandas/pyarrow raise many unrelated types for unreadable files
             raise FileFormatError(f"the result file is not a readable table ({path}): {exc}") from None
         if "value" not in table.columns:
@@ -104,3 +113,26 @@ class ValuationResult:
             timings=meta.get("timings", {}),
             components=components,
         )
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars as Python numbers; anything else JSON cannot hold as its text."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _read_sidecar(path: Path, rows: int) -> dict[str, Any] | None:
+    """The metadata :meth:`ValuationResult.save` wrote beside a CSV, if it is there and fits the table."""
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise FileFormatError(f"{sidecar} is not the JSON metadata dataworth writes beside {path.name}; remove it") from None
+    if not isinstance(meta, dict) or meta.get("rows") != rows:
+        return None  # written for another table (the CSV was replaced since): the columns alone
+    return meta
