@@ -83,7 +83,7 @@ class Lava(Valuator):
     max_iter : Sinkhorn iteration cap (``"sinkhorn"`` only). If Sinkhorn stops there with less than 0.1 % of the mass
         misplaced a ``UserWarning`` is issued and the values are kept; otherwise a
         :class:`~dataworth.checks.DataworthError` says to raise ``entropic_reg`` or use ``"exact"``.
-    progress : show a progress bar over the class-pair OT problems.
+    progress : show progress bars over the class-pair OT problems and the annealed solver's steps.
 
     Fitted attributes: ``result_`` (component ``calibrated_gradient``), ``ot_distance_``
     (OT(D, P) = <π, C>; for ``"sinkhorn"`` the cost of the entropic plan, for ``"annealed"`` the dual
@@ -139,7 +139,7 @@ class Lava(Valuator):
         if self.solver == "exact":
             distance, potential = solve_exact(cost)
         elif self.solver == "annealed":
-            distance, potential = solve_annealed(cost, self.entropic_reg)
+            distance, potential = solve_annealed(cost, self.entropic_reg, progress=self.progress)
         else:
             distance, potential = solve_sinkhorn(cost, self.entropic_reg, self.max_iter)
         timings["transport"] = time.perf_counter() - tick
@@ -244,7 +244,7 @@ def solve_sinkhorn(cost: np.ndarray, reg: float, max_iter: int) -> tuple[float, 
 
 
 def solve_annealed(
-    cost: np.ndarray, reg: float, *, start: float | None = None, ratio: float = ANNEAL_RATIO
+    cost: np.ndarray, reg: float, *, start: float | None = None, ratio: float = ANNEAL_RATIO, progress: bool = False
 ) -> tuple[float, np.ndarray]:
     """ε-scaling Sinkhorn with a fixed cooling schedule, as GeomLoss runs it: (dual objective, row potential).
 
@@ -279,7 +279,7 @@ def solve_annealed(
         return -eps * torch.logsumexp(h[:, None] - c / eps, dim=0)
 
     f, g = to_rows(schedule[0], b_log), to_columns(schedule[0], a_log)
-    for eps in schedule:
+    for eps in progress_iter(schedule, "LAVA transport (annealed)", enabled=progress):
         f, g = 0.5 * (f + to_rows(eps, b_log + g / eps)), 0.5 * (g + to_columns(eps, a_log + f / eps))
     f, g = to_rows(reg, b_log + g / reg), to_columns(reg, a_log + f / reg)
     return float(f.mean() + g.mean()), f.numpy()
