@@ -124,6 +124,9 @@ def test_annealed_solver_reproduces_geomloss():
     distance, potential = solve_annealed(cost, float(ref["eps"]), start=float(ref["diameter"]) ** 2)
     np.testing.assert_allclose(potential, ref["F"].ravel(), rtol=0, atol=1e-12)
     assert distance == pytest.approx(ref["F"].mean() + ref["G"].mean(), rel=1e-12)
+    chunked_distance, chunked = solve_annealed(cost, float(ref["eps"]), start=float(ref["diameter"]) ** 2, chunk_rows=7)
+    np.testing.assert_allclose(chunked, potential, rtol=0, atol=1e-12)  # 6 row chunks, the last one short
+    assert chunked_distance == pytest.approx(distance, rel=1e-12)
 
 
 def test_annealed_lava_uses_the_potential_of_the_scaled_cost(instance):

@@ -62,6 +62,8 @@ REFERENCE_WEIGHT_JITTER = 1e-6  # relative; breaks the degeneracy of uniform-vs-
 """The network simplex's pivot cap is this times N + M; optimality needs ~20 per point in practice."""
 ANNEAL_RATIO = 0.25
 """ε shrinks by this factor per step of the annealed solver (GeomLoss: scaling 0.5, squared for p = 2)."""
+ANNEAL_CHUNK_ENTRIES = 2**22
+"""Cost entries per row chunk of the annealed solver (32 MB of float64 per temporary)."""
 SINKHORN_RTOL = 1e-6
 """Sinkhorn stops when the L2 violation of the reference marginal falls below this fraction of ||b||₂."""
 USABLE_MISPLACED_MASS = 1e-3
@@ -134,7 +136,7 @@ class Lava(Valuator):
 
         tick = time.perf_counter()
         self.cost_scale_ = float(feature_cost.mean()) or 1.0
-        cost = feature_cost + self.label_weight * self.class_distances_[np.ix_(data.codes, data.ref_codes)]
+        cost = add_label_costs(feature_cost, self.label_weight * self.class_distances_, data.codes, data.ref_codes)
         cost /= self.cost_scale_
         if self.solver == "exact":
             distance, potential = solve_exact(cost)
@@ -185,6 +187,15 @@ def class_distances(
     for c, r in progress_iter(pairs, "LAVA class distances", enabled=progress):
         out[c, r], _ = solve_exact(feature_cost[np.ix_(codes == c, ref_codes == r)])
     return out
+
+
+def add_label_costs(feature_cost: np.ndarray, label_costs: np.ndarray, codes: np.ndarray, ref_codes: np.ndarray) -> np.ndarray:
+    """``feature_cost[i, l] += label_costs[codes[i], ref_codes[l]]`` in place, one training class at a time
+    (no second N × M array), and return ``feature_cost``."""
+    for c in np.unique(codes):
+        rows = np.flatnonzero(codes == c)
+        feature_cost[rows] += label_costs[c, ref_codes]
+    return feature_cost
 
 
 def reference_weights(m: int) -> np.ndarray:
@@ -244,7 +255,13 @@ def solve_sinkhorn(cost: np.ndarray, reg: float, max_iter: int) -> tuple[float, 
 
 
 def solve_annealed(
-    cost: np.ndarray, reg: float, *, start: float | None = None, ratio: float = ANNEAL_RATIO, progress: bool = False
+    cost: np.ndarray,
+    reg: float,
+    *,
+    start: float | None = None,
+    ratio: float = ANNEAL_RATIO,
+    chunk_rows: int | None = None,
+    progress: bool = False,
 ) -> tuple[float, np.ndarray]:
     """ε-scaling Sinkhorn with a fixed cooling schedule, as GeomLoss runs it: (dual objective, row potential).
 
@@ -257,7 +274,8 @@ def solve_annealed(
         for each ε:  f, g ← ½(f + softmin_ε(C, β + g/ε)),  ½(g + softmin_ε(Cᵀ, α + f/ε))
         finally:     f, g ← softmin_reg(C, β + g/reg),  softmin_reg(Cᵀ, α + f/reg)
 
-    One symmetrized update per temperature, so about log(max C / reg) / log(1/ratio) + 3 updates in
+    Each update is one pass over row chunks of C (``chunk_rows`` rows, by default ≈ 4M entries), so
+    the solver needs no N × M buffer beyond ``cost`` itself. One symmetrized update per temperature, so about log(max C / reg) / log(1/ratio) + 3 updates in
     all: the result is *not* the converged entropic dual (:func:`solve_sinkhorn` gives that) but a
     multi-scale one that leans towards the soft c-transform of each row. It is the outer solver of the
     OTDD code that LAVA's reference implementation and OpenDataVal call (GeomLoss ``SamplesLoss`` with
@@ -271,17 +289,24 @@ def solve_annealed(
     b_log = torch.full((m,), -math.log(m), dtype=torch.float64)
     start = float(c.max()) if start is None else start
     schedule = [start, *np.exp(np.arange(np.log(start), np.log(reg), np.log(ratio))), reg] if start > reg else [reg]
+    step = max(1, chunk_rows or ANNEAL_CHUNK_ENTRIES // m)
 
-    def to_rows(eps: float, h: torch.Tensor) -> torch.Tensor:  # softmin over columns, one value per row
-        return -eps * torch.logsumexp(h[None, :] - c / eps, dim=1)
+    def softmins(eps: float, f: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """softmin_ε(C, β + g/ε) and softmin_ε(Cᵀ, α + f/ε) in one pass over row chunks of C."""
+        rows, columns = [], torch.full((m,), -math.inf, dtype=torch.float64)
+        for first in range(0, n, step):
+            scaled = c[first : first + step] / eps
+            rows.append(torch.logsumexp((b_log + g / eps)[None, :] - scaled, dim=1))
+            chunk_columns = torch.logsumexp((a_log + f / eps)[first : first + step, None] - scaled, dim=0)
+            columns = torch.logaddexp(columns, chunk_columns)
+        return -eps * torch.cat(rows), -eps * columns
 
-    def to_columns(eps: float, h: torch.Tensor) -> torch.Tensor:
-        return -eps * torch.logsumexp(h[:, None] - c / eps, dim=0)
-
-    f, g = to_rows(schedule[0], b_log), to_columns(schedule[0], a_log)
+    zeros_f, zeros_g = torch.zeros(n, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
+    f, g = softmins(schedule[0], zeros_f, zeros_g)
     for eps in progress_iter(schedule, "LAVA transport (annealed)", enabled=progress):
-        f, g = 0.5 * (f + to_rows(eps, b_log + g / eps)), 0.5 * (g + to_columns(eps, a_log + f / eps))
-    f, g = to_rows(reg, b_log + g / reg), to_columns(reg, a_log + f / reg)
+        f_next, g_next = softmins(eps, f, g)
+        f, g = 0.5 * (f + f_next), 0.5 * (g + g_next)
+    f, g = softmins(reg, f, g)
     return float(f.mean() + g.mean()), f.numpy()
 
 
