@@ -275,8 +275,8 @@ def solve_annealed(
         finally:     f, g ← softmin_reg(C, β + g/reg),  softmin_reg(Cᵀ, α + f/reg)
 
     Each update is one pass over row chunks of C (``chunk_rows`` rows, by default ≈ 4M entries), so
-    the solver needs no N × M buffer beyond ``cost`` itself. One symmetrized update per temperature, so about log(max C / reg) / log(1/ratio) + 3 updates in
-    all: the result is *not* the converged entropic dual (:func:`solve_sinkhorn` gives that) but a
+    the solver needs no N × M buffer beyond ``cost`` itself. One symmetrized update per temperature,
+    so about log(max C / reg) / log(1/ratio) + 3 updates in all: the result is *not* the converged entropic dual (:func:`solve_sinkhorn` gives that) but a
     multi-scale one that leans towards the soft c-transform of each row. It is the outer solver of the
     OTDD code that LAVA's reference implementation and OpenDataVal call (GeomLoss ``SamplesLoss`` with
     ``scaling=0.5``, p = 2), and its calibrated gradients find corrupted rows much better than the
@@ -293,12 +293,12 @@ def solve_annealed(
 
     def softmins(eps: float, f: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """softmin_ε(C, β + g/ε) and softmin_ε(Cᵀ, α + f/ε) in one pass over row chunks of C."""
+        row_shift, column_shift = (b_log + g / eps)[None, :], (a_log + f / eps)[:, None]
         rows, columns = [], torch.full((m,), -math.inf, dtype=torch.float64)
         for first in range(0, n, step):
             scaled = c[first : first + step] / eps
-            rows.append(torch.logsumexp((b_log + g / eps)[None, :] - scaled, dim=1))
-            chunk_columns = torch.logsumexp((a_log + f / eps)[first : first + step, None] - scaled, dim=0)
-            columns = torch.logaddexp(columns, chunk_columns)
+            rows.append(torch.logsumexp(row_shift - scaled, dim=1))
+            columns = torch.logaddexp(columns, torch.logsumexp(column_shift[first : first + step] - scaled, dim=0))
         return -eps * torch.cat(rows), -eps * columns
 
     zeros_f, zeros_g = torch.zeros(n, dtype=torch.float64), torch.zeros(m, dtype=torch.float64)
