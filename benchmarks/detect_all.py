@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
 from dataworth.data import atomic_write
 from dataworth.evaluation.datasets import load_evaluation_set
 from dataworth.evaluation.detection import run_detection, summarize
+from publish import RESULTS, publish
 
 DATASETS = ("digits", "breast_cancer", "mnist-effnet", "bbc-minilm")
 CORRUPTIONS = ("label-flip:0.1", "label-flip:0.3", "pair-flip:0.1", "feature-noise:0.05", "backdoor:0.05", "duplicates:0.1")
 METHODS = ("kairos", "lava", "knn-shapley", "data-oob")
 MAX_TRAIN = 2000
 METHOD_PARAMS = {"data-oob": {"n_estimators": 50}}
-RESULTS = Path(__file__).parent / "results"
 
 
 def main(datasets=DATASETS, methods=METHODS) -> None:
@@ -42,9 +41,7 @@ def main(datasets=DATASETS, methods=METHODS) -> None:
     RESULTS.mkdir(exist_ok=True)
     with atomic_write(RESULTS / "detection.json") as tmp:
         results.to_json(tmp, orient="records", indent=1)
-    with atomic_write(RESULTS / "detection.md") as tmp:
-        tmp.write_text(render(results, methods))
-    print(render(results, methods))
+    publish("detection.md", render(results, methods).splitlines())
 
 
 def render(results: pd.DataFrame, methods) -> str:

@@ -6,7 +6,7 @@ that the choice holds on larger data; they did not decide it. Every corruption o
 benchmark (label flips 10%, class-confusion flips 10%, feature noise 5%, backdoor 5%, conflicting
 near-duplicates 10%) with 3 seeds each, through the same task builder as the grid.
 
-Run:  .venv/bin/python benchmarks/kairos_combination.py     (about 2 minutes)
+Run:  .venv/bin/python benchmarks/kairos_combination.py     (about 2 minutes; writes results/kairos_combination.md)
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataworth.evaluation.datasets import load_evaluation_set
 from dataworth.evaluation.detection import make_task
 from dataworth.evaluation.metrics import detection_auroc
 from dataworth.kernels import median_bandwidth
+from publish import publish
 
 DECIDING = ("wine", "iris")
 CHECKS = ("breast_cancer", "digits")
@@ -48,22 +49,23 @@ def auroc_table(configs: dict[str, tuple[dict, float]], datasets) -> dict[str, d
     return {name: {c: float(np.mean(v)) for c, v in per.items()} for name, per in scores.items()}
 
 
-def print_table(title: str, configs: dict[str, tuple[dict, float]]) -> None:
-    print(f"\n## {title}\n")
-    print("| setting | data | " + " | ".join(CORRUPTIONS) + " | mean | worst |")
-    print("|---|---|" + "---|" * (len(CORRUPTIONS) + 2))
+def table_lines(title: str, configs: dict[str, tuple[dict, float]]) -> list[str]:
+    lines = ["", f"## {title}", "", "| setting | data | " + " | ".join(CORRUPTIONS) + " | mean | worst |",
+             "|---|---|" + "---|" * (len(CORRUPTIONS) + 2)]
     for label, datasets in (("wine+iris (decides)", DECIDING), ("breast_cancer+digits (check)", CHECKS)):
         for name, row in auroc_table(configs, datasets).items():
             cells = " | ".join(f"{row[c]:.3f}" for c in CORRUPTIONS)
-            print(f"| {name} | {label} | {cells} | {np.mean(list(row.values())):.3f} | {min(row.values()):.3f} |")
+            lines.append(f"| {name} | {label} | {cells} | {np.mean(list(row.values())):.3f} | {min(row.values()):.3f} |")
+    return lines
 
 
 def main() -> None:
-    print("Reproduce: .venv/bin/python benchmarks/kairos_combination.py")
-    print("AUROC of finding the corrupted rows from low values, mean over datasets and 3 seeds.")
+    lines = ["Reproduce: .venv/bin/python benchmarks/kairos_combination.py",
+             "AUROC of finding the corrupted rows from low values, mean over datasets and 3 seeds."]
     for factor in (1.0, 0.5):
-        print_table(f"Combination rule, bandwidth {factor}× median", {rule: (params, factor) for rule, params in RULES.items()})
-    print_table("Bandwidth, worst-of-two rule", {f"{f}× median": (RULES["worst of two robust z"], f) for f in BANDWIDTH_FACTORS})
+        lines += table_lines(f"Combination rule, bandwidth {factor}× median", {rule: (params, factor) for rule, params in RULES.items()})
+    lines += table_lines("Bandwidth, worst-of-two rule", {f"{f}× median": (RULES["worst of two robust z"], f) for f in BANDWIDTH_FACTORS})
+    publish("kairos_combination.md", lines)
 
 
 if __name__ == "__main__":

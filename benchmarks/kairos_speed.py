@@ -20,14 +20,13 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from dataworth import Kairos
-from dataworth.data import atomic_write
 from dataworth.evaluation.resources import measure
+from publish import publish
 
 
 def clustered(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,10 +88,7 @@ def main() -> None:
     ]
     lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads", "", "| measurement | result | target |", "|---|---|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    text = "\n".join(lines) + "\n"
-    with atomic_write(Path(__file__).parent / "results" / "kairos_speed.md") as tmp:
-        tmp.write_text(text)
-    print(text)
+    publish("kairos_speed.md", lines)
 
 
 if __name__ == "__main__":

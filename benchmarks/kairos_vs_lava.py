@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from dataworth import Kairos, Lava
-from dataworth.data import atomic_write
 from dataworth.evaluation.corruptions import flip_labels
 from dataworth.evaluation.metrics import detection_auroc
 from peers import PEER_PYTHON, run_peer
+from publish import publish
 
 
 def clusters(n: int, seed: int, d: int = 64, classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -84,11 +84,7 @@ def main() -> None:
         peer = f"{rows[2][1]:.2f} | {rows[2][1] / kairos:.1f}x" if len(rows) > 2 else "not installed | "
         lines.append(f"| {n:,} | {n // 5:,} | {kairos:.2f} | {ours:.2f} | {ours / kairos:.1f}x | {peer} |")
         print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    out = Path(__file__).parent / "results" / "kairos_vs_lava.md"
-    with atomic_write(out) as tmp:
-        tmp.write_text(text)
-    print(text)
+    publish("kairos_vs_lava.md", lines)
 
 
 if __name__ == "__main__":

@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
 from dataworth import Lava
-from dataworth.data import atomic_write
 from dataworth.evaluation.datasets import load_evaluation_set
 from dataworth.evaluation.detection import make_task, parse_corruption
 from dataworth.evaluation.metrics import detection_auroc
+from publish import publish
 
 DATASETS = ("digits", "breast_cancer", "mnist-effnet", "bbc-minilm")
 CORRUPTIONS = ("label-flip:0.1", "label-flip:0.3", "pair-flip:0.1", "feature-noise:0.05", "backdoor:0.05", "duplicates:0.1")
@@ -65,10 +64,7 @@ def main() -> None:
         lines.append(f"| {dataset} | {corruption} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
     lines.append("| **mean** | | " + " | ".join(f"**{v:.3f}**" for v in table.mean()) + " |")
     lines.append("| seconds (mean) | | " + " | ".join(f"{v:.2f}" for v in seconds) + " |")
-    text = "\n".join(lines) + "\n"
-    with atomic_write(Path(__file__).parent / "results" / "lava_solvers.md") as tmp:
-        tmp.write_text(text)
-    print(text)
+    publish("lava_solvers.md", lines)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from scipy.stats import spearmanr
 from sklearn.datasets import load_breast_cancer, load_digits
 
 from dataworth import DataOOB, KNNShapley, Lava
-from dataworth.data import atomic_write
 from dataworth.evaluation.corruptions import flip_labels
 from dataworth.evaluation.metrics import detection_auroc
+from publish import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -91,9 +91,7 @@ def main() -> None:
                     f"{detection_auroc(theirs, flipped):.3f} | {seconds:.3f} | {peer_seconds:.3f} | {seconds / peer_seconds:.2f} |"
                 )
                 print(lines[-1], flush=True)
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    with atomic_write(ROOT / "benchmarks" / "results" / "peers.md") as path:
-        path.write_text("\n".join(lines) + "\n")
+    publish("peers.md", lines, echo=False)
 
 
 if __name__ == "__main__":
