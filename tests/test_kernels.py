@@ -6,7 +6,7 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from dataworth import InputError
-from dataworth.kernels import kernel_matmul, kernel_row_sums, make_kernel, median_bandwidth
+from dataworth.kernels import _pad_columns, _strip_tiles, kernel_matmul, kernel_row_sums, make_kernel, median_bandwidth
 
 FORMULAS = {
     "gaussian": lambda d, s: np.exp(-(d**2) / (2 * s**2)),
@@ -53,6 +53,30 @@ def test_symmetric_block_uses_only_the_upper_triangle_and_equals_the_dense_produ
     # A copy takes the full path, where ||x_i - x_i||² is a rounding residue ~1e-14 that Laplace's
     # sqrt turns into ~1e-7; the symmetric path sets the diagonal exactly.
     np.testing.assert_allclose(got[:, 2:].numpy(), expected, rtol=1e-9, atol=1e-6 if name == "laplace" else 1e-9)
+
+
+@pytest.mark.parametrize(("n", "side"), [(1000, 128), (1000, 512), (2500, 1448), (4096, 2048)])
+def test_symmetric_tiles_cover_every_pair_once_and_skip_most_of_the_lower_half(n, side):
+    """Each unordered pair {i, j} is in exactly one tile (mirrored tiles count for both orders), and
+    only the lower halves of the sub-squares on the diagonal are computed in vain: n·sub/2 entries."""
+    covered = np.zeros((n, n), dtype=int)
+    computed = 0
+    for start in range(0, n, side):
+        for r0, r1, c0, c1 in _strip_tiles(start, min(start + side, n), n, side, symmetric=True):
+            assert r0 <= c0 and start <= r0 < r1 <= min(start + side, n)
+            covered[r0:r1, c0:c1] += 1
+            if r0 != c0:
+                covered[c0:c1, r0:r1] += 1
+            computed += (r1 - r0) * (c1 - c0)
+    assert (covered == 1).all()
+    assert computed <= n * (n + 1) / 2 + n * max(128, side // 4) / 2
+
+
+def test_padding_keeps_the_columns_and_rounds_the_width_up_to_four():
+    w = torch.arange(22.0).reshape(2, 11)
+    padded = _pad_columns(w)
+    assert padded.shape == (2, 12) and torch.equal(padded[:, :11], w) and not padded[:, 11:].any()
+    assert _pad_columns(w[:, :1]).shape == (2, 1) and _pad_columns(w[:, :8]).shape == (2, 8)
 
 
 def test_float32_row_sums_over_many_columns_stay_accurate():

@@ -329,10 +329,10 @@ class Kairos(Valuator):
             return
         onehot = _one_hot(self._ref_codes, len(self.classes_))
         if self.label_model == "embedding":
-            gram = self._kernel.matrix(self._z, self._z).cpu()
+            gram = self._kernel.matrix(self._z, self._z)
             gram.diagonal().add_(self._z.shape[0] * self.label_ridge)
-            weights = solve_spd_inplace(gram.numpy(), onehot.astype(gram.numpy().dtype), what="K_ZZ + M·label_ridge·I")
-            self._label_params = {"weights": torch.from_numpy(weights).to(self._z.device)}
+            targets = torch.from_numpy(onehot).to(device=gram.device, dtype=gram.dtype)
+            self._label_params = {"weights": solve_spd_inplace(gram, targets, what="K_ZZ + M·label_ridge·I")}
         else:
             if len(self.classes_) < 2:
                 raise InputError("label_model='logistic' needs at least 2 classes in the reference set")
