@@ -7,12 +7,7 @@ from scipy.spatial.distance import cdist, pdist
 
 from dataworth import InputError
 from dataworth.kernels import _pad_columns, _strip_tiles, kernel_matmul, kernel_row_sums, make_kernel, median_bandwidth
-
-FORMULAS = {
-    "gaussian": lambda d, s: np.exp(-(d**2) / (2 * s**2)),
-    "laplace": lambda d, s: np.exp(-d / s),
-    "imq": lambda d, s: 1 / np.sqrt(1 + d**2 / s**2),
-}
+from mmd_oracle import FORMULAS
 
 
 @pytest.mark.parametrize("name", FORMULAS)
@@ -21,6 +16,14 @@ def test_dense_matrix_matches_the_formula(name):
     x, y = rng.normal(size=(20, 3)), rng.normal(size=(15, 3))
     dense = make_kernel(name, 1.7).matrix(torch.from_numpy(x), torch.from_numpy(y)).numpy()
     np.testing.assert_allclose(dense, FORMULAS[name](cdist(x, y), 1.7), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+def test_dense_gram_matrix_has_an_exact_unit_diagonal_far_from_the_origin(name):
+    x = torch.from_numpy(np.random.default_rng(6).normal(size=(30, 4)) + 100.0)
+    gram = make_kernel(name, 2.0).matrix(x, x).numpy()
+    assert (np.diag(gram) == 1.0).all()
+    np.testing.assert_allclose(gram, FORMULAS[name](cdist(x.numpy(), x.numpy()), 2.0), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", FORMULAS)

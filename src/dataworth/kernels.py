@@ -42,8 +42,14 @@ class Kernel(ABC):
         """Overwrite ``t = -||x - y||² / (2σ²)`` (≤ 0) with the kernel value and return it."""
 
     def matrix(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Dense ``K(x, y)``; for small inputs and tests only."""
-        return self.transform_(_scaled_negative_sqdist(x, y, self.bandwidth))
+        """Dense ``K(x, y)`` in the input precision, formed as one tile of :func:`kernel_matmul` is
+        (a GEMM on centred, augmented operands, transformed in place). When ``y`` is ``x`` itself the
+        diagonal is exactly ``k(x, x) = 1``."""
+        center = x.mean(dim=0)
+        t = _augment_left(x - center) @ _augment_right(y - center, 1.0 / self.bandwidth**2).T
+        if y is x:
+            t.diagonal().zero_()
+        return self.transform_(t)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(bandwidth={self.bandwidth:.6g})"
@@ -219,7 +225,3 @@ def _augment_right(y: torch.Tensor, scale: float) -> torch.Tensor:
     sq = (y * y).sum(dim=1, keepdim=True)
     const = torch.full_like(sq, -0.5 * scale)
     return torch.cat([y * scale, -0.5 * scale * sq, const], dim=1)
-
-
-def _scaled_negative_sqdist(x: torch.Tensor, y: torch.Tensor, bandwidth: float) -> torch.Tensor:
-    return torch.cdist(x, y).square_().mul_(-0.5 / bandwidth**2)
