@@ -226,3 +226,15 @@ def test_sinkhorn_failure_names_the_fix(instance):
     X, y, Z, y_ref = instance
     with pytest.raises(DataworthError, match=r"raise entropic_reg .* or use solver='exact'"):
         Lava(solver="sinkhorn", entropic_reg=1e-3, max_iter=1).fit(X, y, reference=(Z, y_ref))
+
+
+def test_threaded_class_distances_leave_the_warning_filters_alone():
+    """The class pairs run on several threads; ``warnings.catch_warnings`` is not thread-safe, so
+    suppressing POT's warnings inside each thread could leave a global "ignore" behind."""
+    rng = np.random.default_rng(9)
+    X, y = rng.normal(size=(400, 4)), np.arange(400) % 10
+    Z, y_ref = rng.normal(size=(200, 4)), np.arange(200) % 10
+    before = list(warnings.filters)
+    for _ in range(10):
+        Lava().fit(X, y, reference=(Z, y_ref))
+        assert warnings.filters == before

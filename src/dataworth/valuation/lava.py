@@ -189,12 +189,19 @@ def class_distances(
     pairs = [(c, r) for c in np.unique(codes) for r in np.unique(ref_codes)]
 
     def distance(c: int, r: int) -> float:
-        return solve_exact(feature_cost[np.ix_(codes == c, ref_codes == r)])[0]
+        return _network_simplex(feature_cost[np.ix_(codes == c, ref_codes == r)])[0]
 
-    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+    # POT's warnings are silenced here, once, for all threads: warnings.catch_warnings swaps global
+    # state and is not thread-safe, so entering it in each thread could leave "ignore" behind.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        warnings.simplefilter("ignore")
         futures = [((c, r), pool.submit(distance, c, r)) for c, r in pairs]
-        for (c, r), future in progress_iter(futures, "LAVA class distances", enabled=progress):
-            out[c, r] = future.result()
+        try:
+            for (c, r), future in progress_iter(futures, "LAVA class distances", enabled=progress):
+                out[c, r] = future.result()
+        except BaseException:  # a failed pair or Ctrl-C: don't solve the pairs still queued
+            pool.shutdown(cancel_futures=True)
+            raise
     return out
 
 
@@ -221,11 +228,16 @@ def solve_exact(cost: np.ndarray) -> tuple[float, np.ndarray]:
     so the optimal dual is unique up to a constant and the values do not depend on the training-row
     order. The change in the OT distance is below 1e-6 relative.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # POT's; the result code is checked instead
+        return _network_simplex(cost)
+
+
+def _network_simplex(cost: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`solve_exact` without touching the warning filters (for callers that silence POT themselves)."""
     n, m = cost.shape
     cap = EXACT_PIVOTS_PER_POINT * (n + m)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the result code below is checked instead
-        _, log = ot.emd(np.full(n, 1.0 / n), reference_weights(m), cost, numItermax=cap, log=True)
+    _, log = ot.emd(np.full(n, 1.0 / n), reference_weights(m), cost, numItermax=cap, log=True)
     if log["result_code"] != 1:
         raise DataworthError(
             f"the exact OT solver hit its cap of {cap} pivots before reaching an optimal plan on a {n} × {m} problem; "
