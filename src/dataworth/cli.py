@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from dataworth.checkpoint import Checkpoint
 from dataworth.checks import DataworthError, InputError, check_choice, check_int, check_positive
 from dataworth.data import TABLE_SUFFIXES, atomic_write, check_output_path, load_dataset
 from dataworth.report.files import report_from_files
@@ -171,21 +172,31 @@ def bench_detect(
     max_train: Annotated[int | None, typer.Option("--max-train", help="Cap on training rows.")] = None,
     out: Annotated[str, typer.Option("--out", help="Directory for results.json and plots.")] = "results",
 ) -> None:
-    """Plant a corruption, value the data with each method, and score how well low values find it."""
+    """Plant a corruption, value the data with each method, and score how well low values find it.
+
+    Each finished valuation is kept in OUT/results.partial.jsonl until the results are written, so
+    an interrupted run, started again with the same options, resumes where it stopped.
+    """
     from dataworth.evaluation.datasets import load_evaluation_set
     from dataworth.evaluation.detection import parse_corruption, run_detection, summarize
 
     parse_corruption(corruption)
     check_int(seeds, "--seeds")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    results = run_detection(load_evaluation_set(dataset), corruption, names, seeds=seeds, max_train=max_train)
-    summary = summarize(results)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = Checkpoint(out_dir / "results.partial.jsonl")
+    if checkpoint.resumed:
+        console.print(f"resuming: {checkpoint.resumed} finished valuation(s) in {checkpoint.path} (delete it to start over)")
+    results = run_detection(
+        load_evaluation_set(dataset), corruption, names, seeds=seeds, max_train=max_train, checkpoint=checkpoint
+    )
+    summary = summarize(results)
     with atomic_write(out_dir / "results.json") as tmp:
         results.to_json(tmp, orient="records", indent=1)
     with atomic_write(out_dir / "detection.png") as tmp:
         tmp.write_bytes(method_bars(summary, title=f"{dataset}, {corruption}"))
+    checkpoint.remove()
     table = Table(title=f"{dataset}, {corruption}: finding corrupted rows from low values ({seeds} seeds)")
     for column in ("method", "AUROC", "F1 (2-means)", "detection rate", "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right")

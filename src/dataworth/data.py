@@ -123,6 +123,11 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def jsonable(value: Any) -> Any:
+    """``json.dumps``'s ``default``: numpy scalars as Python numbers; anything else JSON cannot hold as its text."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataworth.checks import FileFormatError, InputError
-from dataworth.data import TABLE_SUFFIXES, atomic_write, check_output_path, existing_file
+from dataworth.data import TABLE_SUFFIXES, atomic_write, check_output_path, existing_file, jsonable
 
 _METADATA_KEY = b"dataworth"
 
@@ -69,7 +69,7 @@ class ValuationResult:
         path = check_output_path(path, "the output file", TABLE_SUFFIXES)
         table = self.to_pandas()
         meta = json.dumps(
-            {"method": self.method, "params": self.params, "timings": self.timings, "rows": len(self)}, default=_jsonable
+            {"method": self.method, "params": self.params, "timings": self.timings, "rows": len(self)}, default=jsonable
         )
         with atomic_write(path) as tmp:
             if path.suffix.lower() == ".csv":
@@ -113,11 +113,6 @@ class ValuationResult:
             timings=meta.get("timings", {}),
             components=components,
         )
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars as Python numbers; anything else JSON cannot hold as its text."""
-    return value.item() if isinstance(value, np.generic) else str(value)
 
 
 def _sidecar(path: Path) -> Path:

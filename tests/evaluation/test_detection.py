@@ -1,6 +1,7 @@
 """The detection benchmark plants what it says, on every kind of dataset view, and scores methods."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -73,3 +74,54 @@ def test_bench_detect_command_writes_results(tmp_path):
     assert "kairos" in result.stdout and (tmp_path / "results.json").exists() and (tmp_path / "detection.png").exists()
     bad = CliRunner().invoke(app, ["bench", "detect", "--dataset", "imagenet", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "unknown dataset 'imagenet'" in bad.stderr
+
+
+def test_an_interrupted_benchmark_resumes_without_redoing_finished_valuations(tmp_path, monkeypatch):
+    """Interrupt the third of four valuations, resume: the first two are reused, the table equals an
+    uninterrupted run's, and other parameters reuse nothing."""
+    from dataworth.checkpoint import Checkpoint
+    from dataworth.evaluation import detection
+    from dataworth.valuation import METHODS
+
+    fits = []
+
+    class Counted(METHODS["knn-shapley"]):
+        def fit(self, *args, **kwargs):
+            fits.append(self.k)
+            if interrupt and len(fits) == 3:
+                raise KeyboardInterrupt
+            return super().fit(*args, **kwargs)
+
+    monkeypatch.setitem(detection.METHODS, "knn-shapley", Counted)
+    data, path = digits(), tmp_path / "results.partial.jsonl"
+    run = dict(seeds=4, max_train=300, method_params={"knn-shapley": {"k": 5}})
+    interrupt = True
+    with pytest.raises(KeyboardInterrupt):
+        run_detection(data, "label-flip:0.1", ["knn-shapley"], checkpoint=Checkpoint(path), **run)
+    assert Checkpoint(path).resumed == 2
+    interrupt, fits[:] = False, []
+    resumed = run_detection(data, "label-flip:0.1", ["knn-shapley"], checkpoint=Checkpoint(path), **run)
+    assert fits == [5, 5]  # seeds 2 and 3 only
+    fresh = run_detection(data, "label-flip:0.1", ["knn-shapley"], **run)
+    metrics = ["seed", "n_train", "auroc", "auprc", "f1", "detection_rate"]
+    np.testing.assert_allclose(resumed[metrics].to_numpy(float), fresh[metrics].to_numpy(float), rtol=0, atol=1e-15)
+    fits[:] = []
+    run_detection(data, "label-flip:0.1", ["knn-shapley"], checkpoint=Checkpoint(path), seeds=1, max_train=300,
+                  method_params={"knn-shapley": {"k": 3}})
+    assert fits == [3]
+
+
+def test_bench_detect_command_resumes_from_its_checkpoint_and_removes_it(tmp_path):
+    from dataworth.checkpoint import Checkpoint
+
+    key = {"dataset": "wine", "corruption": "label-flip:0.2", "method": "kairos", "seed": 0, "max_train": None, "params": {}}
+    planted = {"dataset": "wine", "corruption": "label-flip:0.2", "method": "kairos", "seed": 0, "n_train": 142,
+               "auroc": 0.123, "auprc": 0.1, "f1": 0.1, "detection_rate": 0.1, "seconds": 1.0, "peak_rss_gib": 0.1}
+    Checkpoint(tmp_path / "results.partial.jsonl").add(key, planted)
+    result = CliRunner().invoke(app, ["bench", "detect", "--dataset", "wine", "--corruption", "label-flip:0.2",
+                                      "--methods", "kairos", "--seeds", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert "resuming: 1 finished valuation(s)" in result.stdout
+    rows = pd.read_json(tmp_path / "results.json")
+    assert rows.loc[rows.seed == 0, "auroc"].item() == 0.123 and rows.loc[rows.seed == 1, "auroc"].item() > 0.5
+    assert not (tmp_path / "results.partial.jsonl").exists()

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from dataworth.checkpoint import Checkpoint
 from dataworth.checks import InputError
 from dataworth.evaluation import corruptions as c
 from dataworth.evaluation.datasets import EvaluationSet
@@ -102,27 +103,46 @@ def run_detection(
     seeds: int = 3,
     max_train: int | None = None,
     method_params: dict[str, dict[str, Any]] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> pd.DataFrame:
     """One row per (method, seed): AUROC, AUPRC, two-means F1, detection rate at the true corrupted
-    fraction, seconds and peak resident memory of the valuation."""
+    fraction, seconds and peak resident memory of the valuation.
+
+    With a ``checkpoint`` every finished valuation is recorded there, and valuations it already
+    holds (same dataset, corruption, method, seed, training-row cap and parameters) are reused
+    instead of run again, so an interrupted benchmark resumes where it stopped.
+    """
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
     kind, fraction = parse_corruption(corruption)
     rows = []
     for seed in range(seeds):
-        task = make_task(data, kind, fraction, seed=seed, max_train=max_train)
+        task = None
         for method in methods:
-            estimator = METHODS[method](**(method_params or {}).get(method, {}))
-            run = measure(partial(estimator.fit, task.X, task.y, reference=(task.X_ref, task.y_ref)))
-            values = run.value.values_
-            rows.append({
-                "dataset": data.name, "corruption": corruption, "method": method, "seed": seed, "n_train": len(values),
-                "auroc": detection_auroc(values, task.corrupted), "auprc": detection_auprc(values, task.corrupted),
-                "f1": two_means_f1(values, task.corrupted), "detection_rate": detection_rate(values, task.corrupted),
-                "seconds": run.seconds, "peak_rss_gib": run.peak_rss_gib,
-            })
+            params = (method_params or {}).get(method, {})
+            key = {"dataset": data.name, "corruption": corruption, "method": method, "seed": seed,
+                   "max_train": max_train, "params": params}
+            row = checkpoint.get(key) if checkpoint is not None else None
+            if row is None:
+                if task is None:
+                    task = make_task(data, kind, fraction, seed=seed, max_train=max_train)
+                row = {"dataset": data.name, "corruption": corruption, "method": method, "seed": seed,
+                       **_score(METHODS[method](**params), task)}
+                if checkpoint is not None:
+                    checkpoint.add(key, row)
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _score(estimator: Any, task: DetectionTask) -> dict[str, Any]:
+    run = measure(partial(estimator.fit, task.X, task.y, reference=(task.X_ref, task.y_ref)))
+    values = run.value.values_
+    return {
+        "n_train": len(values), "auroc": detection_auroc(values, task.corrupted), "auprc": detection_auprc(values, task.corrupted),
+        "f1": two_means_f1(values, task.corrupted), "detection_rate": detection_rate(values, task.corrupted),
+        "seconds": run.seconds, "peak_rss_gib": run.peak_rss_gib,
+    }
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
