@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from dataworth.checks import InputError
+from dataworth.checks import FileFormatError, InputError
 from dataworth.result import ValuationResult
 from dataworth.valuation.base import prepare_data
 from dataworth.valuation.semivalues import MIN_SAMPLES, BetaShapley, DataBanzhaf, LeaveOneOut, TMCShapley
@@ -272,3 +272,65 @@ def test_banzhaf_rows_never_seen_on_one_side_get_zero_and_infinite_stderr():
     np.testing.assert_array_equal(components["count_in"] + components["count_out"], 1)
     np.testing.assert_array_equal(est.values_, 0.0)
     assert np.isinf(components["stderr"]).all()
+
+
+# ---------------------------------------------------------------- resuming an interrupted fit
+class InterruptedLogisticRegression(LogisticRegression):
+    """Counts its fits across clones and raises KeyboardInterrupt at fit number ``stop_at``."""
+
+    fits = 0
+    stop_at: int | None = None
+
+    def fit(self, X, y, **kwargs):
+        type(self).fits += 1
+        if type(self).fits == self.stop_at:
+            raise KeyboardInterrupt
+        return super().fit(X, y, **kwargs)
+
+
+RESUMABLE = {
+    "loo": lambda **kw: LeaveOneOut(**kw),
+    "shapley": lambda **kw: TMCShapley(n_permutations=6, truncation_tolerance=0, **kw),
+    "banzhaf": lambda **kw: DataBanzhaf(n_samples=40, **kw),
+    "beta(16,1)": lambda **kw: BetaShapley(n_samples=4, **kw),
+}
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
+def test_an_interrupted_fit_resumes_from_its_checkpoint_with_the_same_values(task, name, tmp_path, monkeypatch):
+    """Stop halfway through the retrainings; the resumed fit retrains only the rest, returns exactly the
+    uninterrupted values and removes its checkpoint. A checkpoint written on other data is not read."""
+    X, y, reference, _ = task
+    model = InterruptedLogisticRegression(max_iter=1000)
+    build = RESUMABLE[name]
+    monkeypatch.setattr(InterruptedLogisticRegression, "fits", 0)
+    uninterrupted = build(model=model).fit(X, y, reference=reference)
+    total = InterruptedLogisticRegression.fits
+    path = tmp_path / "fit.jsonl"
+
+    monkeypatch.setattr(InterruptedLogisticRegression, "fits", 0)
+    monkeypatch.setattr(InterruptedLogisticRegression, "stop_at", total // 2 + 1)
+    with pytest.raises(KeyboardInterrupt):
+        build(model=model, checkpoint=path).fit(X, y, reference=reference)
+    monkeypatch.setattr(InterruptedLogisticRegression, "fits", 0)
+    monkeypatch.setattr(InterruptedLogisticRegression, "stop_at", None)
+    resumed = build(model=model, checkpoint=path).fit(X, y, reference=reference)
+    assert InterruptedLogisticRegression.fits == total - total // 2
+    assert resumed.n_reused_ >= total // 2 and resumed.n_reused_ + resumed.n_evaluations_ == uninterrupted.n_evaluations_
+    np.testing.assert_array_equal(resumed.values_, uninterrupted.values_)
+    assert not path.exists()
+
+    monkeypatch.setattr(InterruptedLogisticRegression, "fits", 0)
+    monkeypatch.setattr(InterruptedLogisticRegression, "stop_at", 3)
+    with pytest.raises(KeyboardInterrupt):
+        build(model=model, checkpoint=path).fit(X, y, reference=reference)
+    monkeypatch.setattr(InterruptedLogisticRegression, "stop_at", None)
+    other = build(model=model, checkpoint=path).fit(X + 0.5, y, reference=reference)
+    assert other.n_reused_ == 0
+
+
+def test_a_checkpoint_needs_a_utility_that_names_its_game(tmp_path):
+    with pytest.raises(InputError, match=r"checkpoint needs a utility with a fingerprint\(\) method"):
+        LeaveOneOut(checkpoint=tmp_path / "game.jsonl").fit_game(GAMES["additive"], N)
+    with pytest.raises(FileFormatError, match="unsupported file type '.txt' for the checkpoint file"):
+        LeaveOneOut(checkpoint=tmp_path / "game.txt").fit_game(GAMES["additive"], N)

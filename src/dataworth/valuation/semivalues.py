@@ -24,6 +24,7 @@ number of samples behind it (``count``); values are float64, higher = more valua
 
 from __future__ import annotations
 
+import os
 from numbers import Real
 
 import numpy as np
@@ -41,13 +42,17 @@ class LeaveOneOut(SubsetValuator):
     """Leave-one-out values φ_i = U(D) − U(D∖{i}): n + 1 utility evaluations, deterministic.
 
     Component ``utility_without``: U(D∖{i}). Parameters: ``model`` (default
-    ``LogisticRegression(max_iter=1000)``, used by ``fit``), ``progress``.
+    ``LogisticRegression(max_iter=1000)``, used by ``fit``), ``checkpoint`` (resume an interrupted
+    fit, see :class:`~dataworth.valuation.utility.SubsetValuator`), ``progress``.
     """
 
     method = "loo"
 
-    def __init__(self, *, model: ClassifierMixin | None = None, progress: bool = False) -> None:
+    def __init__(
+        self, *, model: ClassifierMixin | None = None, checkpoint: str | os.PathLike | None = None, progress: bool = False
+    ) -> None:
         self.model = model
+        self.checkpoint = checkpoint
         self.progress = progress
 
     def _validate_params(self) -> None:
@@ -108,6 +113,8 @@ class TMCShapley(_MarginalSampler):
     truncation_tolerance : relative tolerance of the truncation rule, ≥ 0.
     stderr_tolerance : stop early once every value's standard error is ≤ this (None: never).
     model : classifier retrained by ``fit`` (default ``LogisticRegression(max_iter=1000)``).
+    checkpoint : ``.jsonl`` file recording utility values, to resume an interrupted fit (see
+        :class:`~dataworth.valuation.utility.SubsetValuator`).
     seed, progress : random seed; progress bar over permutations.
     """
 
@@ -120,6 +127,7 @@ class TMCShapley(_MarginalSampler):
         truncation_tolerance: float = 0.01,
         stderr_tolerance: float | None = None,
         model: ClassifierMixin | None = None,
+        checkpoint: str | os.PathLike | None = None,
         seed: int = 0,
         progress: bool = False,
     ) -> None:
@@ -127,6 +135,7 @@ class TMCShapley(_MarginalSampler):
         self.truncation_tolerance = truncation_tolerance
         self.stderr_tolerance = stderr_tolerance
         self.model = model
+        self.checkpoint = checkpoint
         self.seed = seed
         self.progress = progress
 
@@ -175,6 +184,8 @@ class BetaShapley(_MarginalSampler):
     n_samples : maximum number of samples.
     stderr_tolerance : stop early once every value's standard error is ≤ this (None: never).
     model : classifier retrained by ``fit`` (default ``LogisticRegression(max_iter=1000)``).
+    checkpoint : ``.jsonl`` file recording utility values, to resume an interrupted fit (see
+        :class:`~dataworth.valuation.utility.SubsetValuator`).
     seed, progress : random seed; progress bar over samples.
     """
 
@@ -188,6 +199,7 @@ class BetaShapley(_MarginalSampler):
         n_samples: int = 100,
         stderr_tolerance: float | None = None,
         model: ClassifierMixin | None = None,
+        checkpoint: str | os.PathLike | None = None,
         seed: int = 0,
         progress: bool = False,
     ) -> None:
@@ -196,6 +208,7 @@ class BetaShapley(_MarginalSampler):
         self.n_samples = n_samples
         self.stderr_tolerance = stderr_tolerance
         self.model = model
+        self.checkpoint = checkpoint
         self.seed = seed
         self.progress = progress
 
@@ -236,16 +249,25 @@ class DataBanzhaf(SubsetValuator):
     ----------
     n_samples : number of subsets (one utility evaluation each).
     model : classifier retrained by ``fit`` (default ``LogisticRegression(max_iter=1000)``).
+    checkpoint : ``.jsonl`` file recording utility values, to resume an interrupted fit (see
+        :class:`~dataworth.valuation.utility.SubsetValuator`).
     seed, progress : random seed; progress bar over samples.
     """
 
     method = "banzhaf"
 
     def __init__(
-        self, *, n_samples: int = 1000, model: ClassifierMixin | None = None, seed: int = 0, progress: bool = False
+        self,
+        *,
+        n_samples: int = 1000,
+        model: ClassifierMixin | None = None,
+        checkpoint: str | os.PathLike | None = None,
+        seed: int = 0,
+        progress: bool = False,
     ) -> None:
         self.n_samples = n_samples
         self.model = model
+        self.checkpoint = checkpoint
         self.seed = seed
         self.progress = progress
 
