@@ -1,6 +1,6 @@
 """Resumable long jobs: each finished work item is appended to a JSON-lines file and reused next run.
 
-A job (a detection benchmark, later Monte Carlo semivalues or retraining loops) names each work item
+A job (a detection benchmark; the utility values of a retraining valuation) names each work item
 by a JSON-serializable key. :meth:`Checkpoint.add` appends ``{"key": ..., "value": ...}`` as one
 line and flushes it to the operating system before returning, so a job that is interrupted or killed
 loses at most the item that was running (a machine that loses power, at most the last second: the

@@ -102,14 +102,16 @@ class CachedUtility:
         key = np.packbits(mask).tobytes()
         value = self._cache.get(key)
         if value is None:
-            stored_key = [self._game, key.hex()]
-            value = None if self._checkpoint is None else self._checkpoint.get(stored_key)
-            if value is None:
+            if self._checkpoint is None:
                 value = self._evaluate(mask)
-                if self._checkpoint is not None:
-                    self._checkpoint.add(stored_key, value)
             else:
-                self.n_reused += 1
+                stored_key = [self._game, key.hex()]
+                value = self._checkpoint.get(stored_key)
+                if value is None:
+                    value = self._evaluate(mask)
+                    self._checkpoint.add(stored_key, value)
+                else:
+                    self.n_reused += 1
             self._cache[key] = value
         return value
 
