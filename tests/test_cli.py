@@ -72,15 +72,19 @@ def test_csv_input_with_named_label_column(tmp_path, planted):
     np.testing.assert_allclose(pd.read_csv(tmp_path / "o.csv")["value"], expected, atol=1e-12)
 
 
-def test_features_only_npy_needs_the_feature_term(tmp_path, planted):
+def test_features_only_npy_gives_the_feature_term_and_no_label_term(tmp_path, planted):
     X, _, Z, _ = planted
     np.save(tmp_path / "train.npy", X)
     np.save(tmp_path / "ref.npy", Z)
     ok = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "o.csv", "--term", "feature")
     assert ok.exit_code == 0, ok.stderr
     assert list(pd.read_csv(tmp_path / "o.csv").columns) == ["index", "value", "feature"]
-    bad = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "p.csv")
-    assert bad.exit_code == 2 and "--term combined needs labels" in bad.stderr
+    combined = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "c.csv")
+    assert combined.exit_code == 0, combined.stderr  # without labels the combined value is the feature term
+    np.testing.assert_array_equal(pd.read_csv(tmp_path / "c.csv")["value"], pd.read_csv(tmp_path / "o.csv")["value"])
+    bad = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "p.csv", "--term", "label")
+    assert bad.exit_code == 2 and "the label term needs labels but the data has none" in bad.stderr, bad.stderr
+    assert not (tmp_path / "p.csv").exists()
 
 
 def _write_bad_inputs(d, X, y, Z, y_ref):
@@ -100,7 +104,7 @@ def _write_bad_inputs(d, X, y, Z, y_ref):
     pd.DataFrame({"f0": X[:, 0], "colour": ["red"] * len(X), "label": y}).to_csv(d / "text.csv", index=False)
     pd.DataFrame({"f0": X[:, 0], "label": y}).to_csv(d / "good.csv", index=False)
     return {
-        "missing file": ("missing.npz", "ref.npz", [], "TRAIN file not found"),
+        "missing file": ("missing.npz", "ref.npz", [], "TRAIN not found"),
         "unknown extension": ("notes.txt", "ref.npz", [], "unsupported file type '.txt' for TRAIN"),
         "NaN features": ("nan.npz", "ref.npz", [], "the training set contains NaN or inf (first at row 4, column 2)"),
         "inf features": ("inf.npz", "ref.npz", [], "contains NaN or inf (first at row 7, column 0)"),
@@ -109,7 +113,7 @@ def _write_bad_inputs(d, X, y, Z, y_ref):
         "empty reference": ("train.npz", "empty_ref.npz", [], "the reference set is empty"),
         "one training row": ("one_row.npz", "ref.npz", [], "KAIROS needs at least 2 training rows"),
         "unknown label": ("unknown_label.npz", "ref.npz", [], "labels that do not occur in the reference set: 9"),
-        "non-numeric column": ("text.csv", "ref.npz", [], "TRAIN has non-numeric feature columns: colour"),
+        "non-numeric column": ("text.csv", "ref.npz", [], "TRAIN has non-numeric feature columns: 'colour'; drop them with --drop-columns"),
         "missing label column": ("good.csv", "ref.npz", ["--label-column", "target"], "TRAIN has no label column 'target'"),
         "bandwidth zero": ("train.npz", "ref.npz", ["--bandwidth", "0"], "--bandwidth must be a finite number > 0"),
         "bandwidth negative": ("train.npz", "ref.npz", ["--bandwidth", "-2"], "--bandwidth must be a finite number > 0"),
@@ -148,7 +152,7 @@ def test_update_rejects_a_state_file_that_is_not_ours(files, content):
     out = files / "out.csv"
     result = run("update", "--state", state, "--add", files / "new.npz", "--out", out)
     assert result.exit_code == 2
-    assert "is not a dataworth KAIROS state file" in result.stderr and result.stderr.count("\n") == 1
+    assert "is not a dataworth state file" in result.stderr and result.stderr.count("\n") == 1
     assert not out.exists()
 
 
@@ -166,7 +170,7 @@ def test_console_script_prints_no_traceback(files):
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr == f"error: TRAIN file not found: {files / 'missing.npz'}\n"
+    assert proc.stderr == f"error: TRAIN not found: {files / 'missing.npz'}\n"
 
 
 def test_value_runs_any_registered_method(files, planted):
@@ -182,11 +186,18 @@ def test_value_runs_any_registered_method(files, planted):
     assert loaded.method == "knn-shapley"
 
 
-def test_kairos_only_options_are_refused_for_other_methods(files):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bandwidth", "2.0"], "--bandwidth does not apply to --method lava (it has no bandwidth parameter)"),
+        (["--state-out", "s.npz"], "--state-out: lava has no online updates (methods with them: kairos)"),
+        (["--term", "feature"], "--term must be one of combined for lava; got 'feature'"),
+    ],
+)
+def test_options_a_method_does_not_have_are_refused(files, args, message):
     out = files / "lava.csv"
-    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--method", "lava",
-                 "--bandwidth", "2.0", "--state-out", files / "s.npz")
-    assert result.exit_code == 2 and "--bandwidth, --state-out apply to --method kairos only" in result.stderr
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--method", "lava", *args)
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert not out.exists()
 
 
@@ -212,7 +223,7 @@ def test_param_works_beside_the_kairos_options(files, planted):
     assert result.exit_code == 0, result.stderr
     expected = Kairos(bandwidth=2.0, combine="raw", feature_weight=1).fit(X, y, reference=(Z, y_ref))
     np.testing.assert_allclose(pd.read_csv(out)["value"], expected.values_, rtol=0, atol=1e-15)
-    np.testing.assert_allclose(expected.values_, expected.feature_values_, rtol=0, atol=0)  # weight 1: feature term only
+    np.testing.assert_allclose(expected.values_, (len(X) - 1) * expected.feature_values_, rtol=1e-15)  # weight 1: feature term only
 
 
 @pytest.mark.parametrize(

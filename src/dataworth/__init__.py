@@ -1,7 +1,7 @@
 """dataworth: what is each piece of your training data worth?"""
 
 from dataworth.api import value
-from dataworth.checks import DataworthError, FileFormatError, InputError
+from dataworth.checks import DataworthError, DataworthWarning, FileFormatError, InputError
 from dataworth.data import Dataset, load_dataset
 from dataworth.result import ValuationResult
 from dataworth.valuation import (
@@ -27,6 +27,7 @@ __all__ = [
     "LeaveOneOut",
     "TMCShapley",
     "DataworthError",
+    "DataworthWarning",
     "Dataset",
     "FileFormatError",
     "InputError",

@@ -7,6 +7,8 @@ algorithms use (torch tensors for features, numpy arrays for labels). Problems a
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
@@ -14,35 +16,35 @@ import numpy as np
 import pandas as pd
 import torch
 
+from dataworth.data import as_dataset
+from dataworth.errors import DataworthError, DataworthWarning, FileFormatError, InputError  # noqa: F401 (re-exported)
 
-class DataworthError(Exception):
-    """Base class of every error dataworth raises on purpose; the message is meant for users."""
-
-
-class InputError(DataworthError, ValueError):
-    """An argument or file content is not usable (shape, dtype, NaN/inf, unknown label, ...)."""
-
-
-class FileFormatError(DataworthError):
-    """A file is missing, has an unsupported extension, or is not what it claims to be."""
+#: torch dtypes numpy cannot hold; converted to float32, which holds them exactly.
+_WIDENED = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def to_numpy(data: Any, name: str) -> np.ndarray:
     """Return ``data`` (array, tensor, DataFrame/Series or nested list) as a numpy array."""
     if isinstance(data, torch.Tensor):
-        return data.detach().cpu().numpy()
+        data = data.detach().cpu()
+        if data.dtype in _WIDENED:
+            data = data.float()
+        if data.is_complex():
+            raise InputError(f"{name} must hold real numbers; got a {data.dtype} tensor")
+        return data.numpy()
     if isinstance(data, (pd.DataFrame, pd.Series)):
         return data.to_numpy()
     try:
         return np.asarray(data)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{name} cannot be read as an array: {exc}") from None
+        raise InputError(f"{name} cannot be read as an array (rows of unequal length?): {exc}") from None
 
 
 def check_features(data: Any, name: str, *, device: str | torch.device = "cpu") -> torch.Tensor:
     """Validate a feature matrix and return it as a 2-D floating torch tensor on ``device``.
 
-    float32 input stays float32 (fast path); every other numeric dtype becomes float64.
+    float32 input stays float32 (fast path); every other numeric dtype becomes float64. The tensor
+    is always a copy: an estimator that keeps it is not changed when the caller changes its array.
     Raises :class:`InputError` for non-numeric values, wrong rank, no rows, or NaN/inf.
     """
     if isinstance(data, pd.DataFrame):
@@ -61,7 +63,7 @@ def check_features(data: Any, name: str, *, device: str | torch.device = "cpu") 
     if array.shape[1] == 0:
         raise InputError(f"{name} has no feature columns")
     dtype = np.float32 if array.dtype == np.float32 else np.float64
-    array = np.ascontiguousarray(array, dtype=dtype)
+    array = np.array(array, dtype=dtype, order="C", copy=True)
     finite = np.isfinite(array)
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
@@ -92,7 +94,12 @@ def check_labels(data: Any, n_rows: int, name: str) -> np.ndarray:
     if labels.dtype == object:
         if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in labels):
             raise InputError(f"{name} contains missing labels")
+        if any(not isinstance(v, (str, bytes, Integral, Real)) for v in labels):
+            kinds = sorted({type(v).__name__ for v in labels if not isinstance(v, (str, bytes, Integral, Real))})
+            raise InputError(f"{name} must be numbers or strings; got values of type {', '.join(kinds)}")
         labels = labels.astype(str)
+    if labels.dtype.kind not in "biufUS":
+        raise InputError(f"{name} must be numbers or strings; got values of dtype {labels.dtype}")
     return labels
 
 
@@ -109,6 +116,22 @@ def check_positive(value: Any, name: str) -> float:
     """Return ``value`` as a float, raising unless it is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value <= 0:
         raise InputError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
+def check_non_negative(value: Any, name: str, *, meaning: str = "") -> float:
+    """Return ``value`` as a float, raising unless it is a finite number >= 0 (``meaning`` explains 0)."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a finite number >= 0{f' ({meaning})' if meaning else ''}; got {value!r}")
+    return float(value)
+
+
+def check_fraction(value: Any, name: str, *, open_interval: bool = False) -> float:
+    """Return ``value`` as a float, raising unless it lies in [0, 1] (in (0, 1) with ``open_interval``)."""
+    inside = isinstance(value, Real) and not isinstance(value, bool) and (0 < value < 1 if open_interval else 0 <= value <= 1)
+    if not inside:
+        interval = "(0, 1)" if open_interval else "[0, 1]"
+        raise InputError(f"{name} must be a number in {interval}; got {value!r}")
     return float(value)
 
 
@@ -135,14 +158,25 @@ def check_choice(value: str, name: str, choices: tuple[str, ...]) -> str:
 
 def encode_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
     """Map ``labels`` to integer codes into ``classes``; unknown labels are an :class:`InputError`."""
+    if _is_text(labels) != _is_text(classes):
+        kind = {True: "text", False: "numbers"}
+        raise InputError(
+            f"{name} are {kind[_is_text(labels)]} (e.g. {labels[0].item()!r}) but the reference labels are "
+            f"{kind[_is_text(classes)]} (e.g. {classes[0].item()!r}); write the labels of both files the same way"
+        )
     known = np.isin(labels, classes)
     if not known.all():
-        unknown = np.unique(labels[~known])[:10]
+        unknown = np.unique(labels[~known])
+        shown = ", ".join(repr(v.item()) for v in unknown[:10]) + (f" and {unknown.size - 10} more" if unknown.size > 10 else "")
         raise InputError(
-            f"{name} has labels that do not occur in the reference set: {', '.join(map(str, unknown))}; "
+            f"{name} include labels that do not occur in the reference set: {shown}; "
             "the reference set must contain every class that is scored"
         )
     return np.searchsorted(classes, labels).astype(np.int64)
+
+
+def _is_text(labels: np.ndarray) -> bool:
+    return labels.dtype.kind in "US"
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -156,3 +190,64 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type not in ("cpu", "cuda"):
         raise InputError(f"device must be 'cpu' or 'cuda'; got {device!r}")
     return resolved
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Validated training and reference data.
+
+    ``x``/``z`` are 2-D floating tensors of one dtype on one device; ``codes``/``ref_codes`` integer
+    labels indexing ``classes`` (the sorted reference classes), or None when the data has no labels;
+    ``columns`` the feature names and ``label_column`` the label column when the training data came
+    from a table (None for arrays).
+    """
+
+    x: torch.Tensor
+    z: torch.Tensor
+    codes: np.ndarray | None
+    ref_codes: np.ndarray | None
+    classes: np.ndarray | None
+    columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+
+
+def prepare_data(
+    X: Any, y: Any, reference: Any, *, method: str, device: str = "cpu", require_labels: bool = False, min_rows: int = 2
+) -> PreparedData:
+    """Validate a training set and its clean reference set once, at the boundary of ``fit``.
+
+    ``X`` may be an array, tensor, DataFrame or file path (labels then come from the file);
+    ``reference`` a file path, an ``(X_ref, y_ref)`` pair, a Dataset or a bare feature array.
+    Tables are matched by column name (:meth:`~dataworth.data.Dataset.aligned_to`). Labels, when
+    present, must be present on both sides and every training class must occur in the reference set.
+    ``require_labels`` makes missing labels an error.
+    """
+    train = as_dataset(X, y, "the training set")
+    ref = as_dataset(reference, None, "the reference set").aligned_to(train.columns, "the reference set")
+    x = check_features(train.X, "the training set", device=device)
+    if x.shape[0] < min_rows:
+        raise InputError(f"{method} needs at least {min_rows} training rows; the training set has {x.shape[0]}")
+    z = check_features(ref.X, "the reference set", device=device).to(x.dtype)
+    check_same_width(x, z, "the reference set")
+    labels = None if train.y is None else check_labels(train.y, x.shape[0], "the training labels")
+    ref_labels = None if ref.y is None else check_labels(ref.y, z.shape[0], "the reference labels")
+    if require_labels and (labels is None or ref_labels is None):
+        missing = "the training set" if labels is None else "the reference set"
+        raise InputError(f"{method} needs labels, but {missing} has none (an .npz holds them as the array 'y')")
+    if labels is not None and ref_labels is None:
+        raise InputError("the training set has labels but the reference set has none; give reference labels")
+    if labels is None:
+        return PreparedData(x, z, None, None, None, train.columns, train.label_column)
+    classes = np.unique(ref_labels)
+    codes = encode_labels(labels, classes, "the training labels")
+    ref_codes = encode_labels(ref_labels, classes, "the reference labels")
+    return PreparedData(x, z, codes, ref_codes, classes, train.columns, train.label_column)
+
+
+def warn_if_degenerate(values: np.ndarray, method: str, cause: str) -> None:
+    """Warn (:class:`DataworthWarning`) when every value is the same, so the ranking means nothing.
+
+    ``cause`` names the likely cause and the fix for this method (e.g. a bandwidth far from the data's scale).
+    """
+    if values.size > 1 and np.all(values == values[0]):
+        warnings.warn(f"all {values.size} {method} values are equal, so they rank nothing: {cause}", DataworthWarning, stacklevel=3)

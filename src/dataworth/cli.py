@@ -1,13 +1,20 @@
 """The ``dataworth`` command line: parses arguments, calls the library, prints with rich.
 
-Every user-facing failure is one line on stderr (``error: ...``) and exit code 2.
+Every user-facing failure is one line on stderr (``error: ...``) and exit code 2; every warning one
+line (``warning: ...``). No command writes over one of its inputs, and the outputs of one command
+appear together or not at all. Methods are not special-cased here: options that set an estimator
+parameter (``--bandwidth``, ``--param``) apply to any method that has it, ``--term`` to any method
+that offers terms, ``--state-out`` / ``update`` to any method with online updates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,14 +22,36 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import dataworth
 from dataworth.checkpoint import Checkpoint
 from dataworth.checks import DataworthError, InputError, check_choice, check_int, check_positive
-from dataworth.data import TABLE_SUFFIXES, atomic_write, check_output_path, load_dataset
+from dataworth.data import TABLE_SUFFIXES, check_not_inputs, check_output_path, load_dataset, write_together
 from dataworth.report.files import report_from_files
 from dataworth.report.plots import method_bars
-from dataworth.result import ValuationResult
-from dataworth.valuation import METHODS
-from dataworth.valuation.kairos import Kairos
+from dataworth.result import sidecar_path
+from dataworth.valuation import METHODS, ONLINE_METHODS, Valuator, load_state
+
+console = Console(soft_wrap=True)
+#: Estimator parameters the CLI sets itself, and the option to use instead.
+RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel", "device": "--device", "progress": "(always on)"}
+
+
+def _method_help() -> str:
+    """One line per method: its --param keys and terms (shown under ``dataworth value --help``)."""
+    lines = []
+    for name, cls in METHODS.items():
+        keys = sorted(set(cls().get_params()) - set(RESERVED_PARAMS))
+        terms = f"; --term {', '.join(('combined', *cls.terms))}" if cls.terms else ""
+        online = "; --state-out" if name in ONLINE_METHODS else ""
+        lines.append(f"{name}: --param {', '.join(keys)}{terms}{online}")
+    return "Methods and their options:\n\n" + "\n\n".join(lines)
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"dataworth {dataworth.__version__}")
+        raise typer.Exit()
+
 
 app = typer.Typer(
     help="What is each piece of your training data worth?",
@@ -30,72 +59,88 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
 )
-console = Console(soft_wrap=True)
-TERMS = ("combined", "feature", "label")
 
-LabelColumn = Annotated[str, typer.Option("--label-column", help="Label column of .csv/.parquet inputs.")]
-Term = Annotated[str, typer.Option("--term", help="Which value goes in the 'value' column: combined, feature or label.")]
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """What is each piece of your training data worth?"""
+
+
+LabelColumn = Annotated[str | None, typer.Option("--label-column", help="Label column of .csv/.parquet inputs ('label' by default).")]
+FeatureColumns = Annotated[str | None, typer.Option("--feature-columns", help="Comma-separated feature columns of .csv/.parquet inputs to use.")]
+DropColumns = Annotated[str | None, typer.Option("--drop-columns", help="Comma-separated columns of .csv/.parquet inputs to ignore (e.g. an id).")]
+Term = Annotated[str, typer.Option("--term", help="Which value goes in the 'value' column: combined, or a term of the method (kairos: feature, label).")]
 Params = Annotated[
     list[str] | None,
     typer.Option("--param", help="KEY=VALUE, any parameter of the method's estimator (repeatable), e.g. solver=exact for lava."),
 ]
-#: Estimator parameters the CLI sets itself, and the option to use instead.
-RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel", "device": "--device", "progress": "(always on)"}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn DataworthError/OSError into one stderr line and exit code 2."""
+    """DataworthError/OSError become one ``error:`` line on stderr and exit code 2; each warning one ``warning:`` line."""
+
+    def show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        print(f"warning: {_one_line(str(message))}", file=sys.stderr)
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except (DataworthError, OSError) as exc:
-            message = str(exc) if isinstance(exc, DataworthError) else f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-            print(f"error: {message}", file=sys.stderr)
-            raise typer.Exit(2) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # each distinct warning once
+            warnings.showwarning = show_warning
+            try:
+                return command(*args, **kwargs)
+            except (DataworthError, OSError) as exc:
+                message = str(exc) if isinstance(exc, DataworthError) else f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+                print(f"error: {_one_line(message)}", file=sys.stderr)
+                raise typer.Exit(2) from None
 
     return wrapper
 
 
-@app.command()
+@app.command(epilog=_method_help())
 @_reports_errors
 def value(
     train: Annotated[str, typer.Argument(help="Training data: .npz (X, y), .npy (features), .csv or .parquet.")],
     reference: Annotated[str, typer.Option("--reference", help="Clean reference set, same formats.")],
     out: Annotated[str, typer.Option("--out", help="Output table: .csv or .parquet.")],
-    method: Annotated[str, typer.Option("--method", help="Valuation method.")] = "kairos",
-    label_column: LabelColumn = "label",
-    bandwidth: Annotated[str, typer.Option("--bandwidth", help="'median' or a number > 0.")] = "median",
-    label_kernel: Annotated[str, typer.Option("--label-kernel", help="none or indicator.")] = "none",
+    method: Annotated[str, typer.Option("--method", help=f"Valuation method: {', '.join(METHODS)}.")] = "kairos",
+    label_column: LabelColumn = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
+    bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="'median' or a number > 0 (methods with a kernel).")] = None,
+    label_kernel: Annotated[str | None, typer.Option("--label-kernel", help="none or indicator (kairos).")] = None,
     term: Term = "combined",
     state_out: Annotated[str | None, typer.Option("--state-out", help="Save the state for 'dataworth update' (.npz).")] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (methods that run on a device).")] = None,
     param: Params = None,
 ) -> None:
-    """Value every row of TRAIN against a clean reference set (KAIROS options apply to kairos only)."""
+    """Value every row of TRAIN against a clean reference set."""
     check_choice(method, "--method", tuple(METHODS))
+    cls = METHODS[method]
     params = _parse_params(param or [], method)
-    check_choice(term, "--term", TERMS)
-    kairos_only = {"--bandwidth": bandwidth != "median", "--label-kernel": label_kernel != "none",
-                   "--term": term != "combined", "--state-out": state_out is not None}
-    if method != Kairos.method and any(kairos_only.values()):
-        given = ", ".join(flag for flag, used in kairos_only.items() if used)
-        raise InputError(f"{given} apply to --method kairos only")
-    out_path = check_output_path(out, "--out", TABLE_SUFFIXES)
-    state_path = None if state_out is None else check_output_path(state_out, "--state-out", (".npz",))
-    train_data = load_dataset(train, label_column=label_column, name="TRAIN")
-    ref_data = load_dataset(reference, label_column=label_column, name="REF")
-    if method != Kairos.method:
-        estimator = METHODS[method](**params)
-        estimator.set_params(**{k: v for k, v in {"device": device, "progress": True}.items() if k in estimator.get_params()})
-        result = estimator.fit(train_data, reference=ref_data).result_
-        result.save(out_path)
-        console.print(f"wrote {len(result)} values to {out_path} ({method}); lowest rows: {', '.join(map(str, result.lowest(5)))}")
-        return
-    _check_term_has_labels(term, train_data.y is not None)
-    estimator = Kairos(bandwidth=_parse_bandwidth(bandwidth), label_kernel=label_kernel, device=device, progress=True, **params)
-    estimator.fit(train_data, reference=ref_data)
+    shortcuts = {"--bandwidth": ("bandwidth", None if bandwidth is None else _parse_bandwidth(bandwidth)),
+                 "--label-kernel": ("label_kernel", label_kernel), "--device": ("device", device)}
+    for flag, (key, given) in shortcuts.items():
+        if given is not None:
+            if key not in cls().get_params():
+                raise InputError(f"{flag} does not apply to --method {method} (it has no {key} parameter)")
+            params[key] = given
+    _check_term(term, method)
+    if state_out is not None and method not in ONLINE_METHODS:
+        raise InputError(f"--state-out: {method} has no online updates (methods with them: {', '.join(ONLINE_METHODS)})")
+    out_path, state_path = _output_paths(out, state_out, inputs={"TRAIN": train, "--reference": reference})
+    columns = _column_options(label_column, feature_columns, drop_columns)
+    train_data = load_dataset(train, **columns, name="TRAIN")
+    ref_data = load_dataset(reference, **columns, name="REF")
+    if "progress" in cls().get_params():
+        params["progress"] = True
+    estimator = cls(**params).fit(train_data, reference=ref_data)
     _write(estimator, term, out_path, state_path)
 
 
@@ -106,16 +151,18 @@ def update(
     add: Annotated[str, typer.Option("--add", help="New rows, in any input format.")],
     out: Annotated[str, typer.Option("--out", help="Output table for all rows: .csv or .parquet.")],
     state_out: Annotated[str | None, typer.Option("--state-out", help="Save the updated state (.npz).")] = None,
-    label_column: LabelColumn = "label",
+    label_column: Annotated[str | None, typer.Option("--label-column", help="Label column of a .csv/.parquet NEW file (default: the one of 'value').")] = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
     term: Term = "combined",
 ) -> None:
-    """Add rows to a saved KAIROS state and write the values of all rows (online update)."""
-    check_choice(term, "--term", TERMS)
-    out_path = check_output_path(out, "--out", TABLE_SUFFIXES)
-    state_path = None if state_out is None else check_output_path(state_out, "--state-out", (".npz",))
-    estimator = Kairos.load_state(state)
-    new_data = load_dataset(add, label_column=label_column, name="NEW")
-    _check_term_has_labels(term, estimator.label_residuals_ is not None)
+    """Add rows to a saved state (online update) and write the values of all rows."""
+    out_path, state_path = _output_paths(out, state_out, inputs={"--state": state, "--add": add})
+    estimator = load_state(state)
+    _check_term(term, estimator.method)
+    if label_column is None and Path(add).suffix.lower() in TABLE_SUFFIXES:
+        label_column = getattr(estimator, "label_column_", None)
+    new_data = load_dataset(add, **_column_options(label_column, feature_columns, drop_columns), name="NEW")
     estimator.add(new_data)
     _write(estimator, term, out_path, state_path)
 
@@ -145,16 +192,21 @@ def report(
     values: Annotated[str, typer.Argument(help="Values written by 'dataworth value' (.csv or .parquet).")],
     train: Annotated[str, typer.Option("--train", help="The training data the values belong to.")],
     out: Annotated[str, typer.Option("--out", help="The report (.html).")],
-    mask: Annotated[str | None, typer.Option("--mask", help=".npy: per-row corrupted flags (bool) or group names.")] = None,
+    mask: Annotated[str | None, typer.Option("--mask", help=".npy: per-row corrupted flags (bool or 0/1) or group names.")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Clean held-out data: adds point-removal curves.")] = None,
-    label_column: LabelColumn = "label",
+    label_column: LabelColumn = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
 ) -> None:
     """Write an HTML report: value distribution, ROC and removal curves, the lowest-valued rows.
 
     Rows are shown as images when TRAIN is an .npz with an 'images' array (n × h × w), as text when it
     has a 'texts' array, and as feature rows otherwise.
     """
-    out_path = report_from_files(values, train, out, mask=mask, reference=reference, label_column=label_column)
+    inputs = {"VALUES": values, "--train": train, "--mask": mask, "--reference": reference}
+    check_not_inputs({"--out": out}, {**inputs, "the values' sidecar": sidecar_path(Path(values))})
+    columns = _column_options(label_column, feature_columns, drop_columns)
+    out_path = report_from_files(values, train, out, mask=mask, reference=reference, **columns)
     console.print(f"wrote {out_path}")
 
 
@@ -165,7 +217,7 @@ app.add_typer(bench, name="bench")
 @bench.command("detect")
 @_reports_errors
 def bench_detect(
-    dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, mnist-effnet or bbc-minilm.")] = "digits",
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, mnist-effnet, bbc-minilm, or a labelled file.")] = "digits",
     corruption: Annotated[str, typer.Option("--corruption", help="KIND:FRACTION, e.g. label-flip:0.1.")] = "label-flip:0.1",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names.")] = "kairos,knn-shapley,data-oob",
     seeds: Annotated[int, typer.Option("--seeds", help="Repetitions with different splits and corruptions.")] = 3,
@@ -178,25 +230,30 @@ def bench_detect(
     an interrupted run, started again with the same options, resumes where it stopped.
     """
     from dataworth.evaluation.datasets import load_evaluation_set
-    from dataworth.evaluation.detection import parse_corruption, run_detection, summarize
+    from dataworth.evaluation.detection import check_methods, parse_corruption, run_detection, summarize
 
     parse_corruption(corruption)
     check_int(seeds, "--seeds")
-    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if max_train is not None:
+        check_int(max_train, "--max-train", minimum=2)
+    names = check_methods([m.strip() for m in methods.split(",") if m.strip()])
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = Checkpoint(out_dir / "results.partial.jsonl")
-    if checkpoint.resumed:
-        console.print(f"resuming: {checkpoint.resumed} finished valuation(s) in {checkpoint.path} (delete it to start over)")
-    results = run_detection(
-        load_evaluation_set(dataset), corruption, names, seeds=seeds, max_train=max_train, checkpoint=checkpoint
-    )
-    summary = summarize(results)
-    with atomic_write(out_dir / "results.json") as tmp:
-        results.to_json(tmp, orient="records", indent=1)
-    with atomic_write(out_dir / "detection.png") as tmp:
-        tmp.write_bytes(method_bars(summary, title=f"{dataset}, {corruption}"))
-    checkpoint.remove()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out must be a directory; {out_dir} is a file")
+    outputs = {"results.json": out_dir / "results.json", "detection.png": out_dir / "detection.png"}
+    check_not_inputs(outputs, {"--dataset": dataset if Path(dataset).suffix else None})
+    data = load_evaluation_set(dataset)
+    with _directory_kept_only_if_used(out_dir):
+        checkpoint = Checkpoint(out_dir / "results.partial.jsonl")
+        if checkpoint.resumed:
+            console.print(f"resuming: {checkpoint.resumed} finished valuation(s) in {checkpoint.path} (delete it to start over)")
+        results = run_detection(data, corruption, names, seeds=seeds, max_train=max_train, checkpoint=checkpoint)
+        summary = summarize(results)
+        write_together({
+            outputs["results.json"]: lambda tmp: results.to_json(tmp, orient="records", indent=1),
+            outputs["detection.png"]: lambda tmp: tmp.write_bytes(method_bars(summary, title=f"{dataset}, {corruption}")),
+        })
+        checkpoint.remove()
     table = Table(title=f"{dataset}, {corruption}: finding corrupted rows from low values ({seeds} seeds)")
     for column in ("method", "AUROC", "F1 (2-means)", "detection rate", "seconds"):
         table.add_column(column, justify="left" if column == "method" else "right")
@@ -204,7 +261,44 @@ def bench_detect(
         cells = [f"{row[(m, 'mean')]:.3f} ± {row[(m, 'std')]:.3f}" for m in ("auroc", "f1", "detection_rate")]
         table.add_row(row[("method", "")], *cells, f"{row[('seconds', 'mean')]:.2f}")
     console.print(table)
-    console.print(f"wrote {out_dir / 'results.json'} and {out_dir / 'detection.png'}")
+    console.print(f"wrote {outputs['results.json']} and {outputs['detection.png']}")
+
+
+@contextlib.contextmanager
+def _directory_kept_only_if_used(path: Path) -> Iterator[None]:
+    """Create ``path`` (and its parents) for the body; if the body fails and left it empty, remove what was created."""
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for directory in created:  # deepest first
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only succeeds when empty
+        raise
+
+
+def _output_paths(out: str, state_out: str | None, *, inputs: dict[str, str | None]) -> tuple[Path, Path | None]:
+    """Validate ``--out`` / ``--state-out`` before any work: known suffixes, existing directories, and
+    no output (or a CSV's sidecar) naming an input file."""
+    out_path = check_output_path(out, "--out", TABLE_SUFFIXES)
+    state_path = None if state_out is None else check_output_path(state_out, "--state-out", (".npz",))
+    sidecar = sidecar_path(out_path) if out_path.suffix.lower() == ".csv" else None
+    check_not_inputs({"--out": out_path, "the sidecar of --out": sidecar, "--state-out": state_path}, inputs)
+    return out_path, state_path
+
+
+def _column_options(label_column: str | None, feature_columns: str | None, drop_columns: str | None) -> dict[str, Any]:
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+    return {"label_column": label_column, "feature_columns": names(feature_columns), "drop_columns": names(drop_columns)}
+
+
+def _check_term(term: str, method: str) -> None:
+    offered = ("combined", *METHODS[method].terms)
+    if term not in offered:
+        raise InputError(f"--term must be one of {', '.join(offered)} for {method}; got {term!r}")
 
 
 def _parse_params(pairs: list[str], method: str) -> dict[str, Any]:
@@ -249,25 +343,17 @@ def _parse_bandwidth(text: str) -> str | float:
     return check_positive(number, "--bandwidth")
 
 
-def _check_term_has_labels(term: str, labelled: bool) -> None:
-    if term != "feature" and not labelled:
-        raise InputError(f"--term {term} needs labels but the data has none (.npy holds features only); use --term feature")
-
-
-def _write(estimator: Kairos, term: str, out: Path, state_out: Path | None) -> None:
+def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None) -> None:
+    """Write the values (the chosen term in ``value``) and, when asked, the state: together or not at all."""
     fitted = estimator.result_
-    chosen = {"combined": fitted.values, "feature": estimator.feature_values_}
-    if estimator.label_residuals_ is not None:
-        chosen["label"] = -estimator.label_residuals_
-    result = ValuationResult(
-        chosen[term], fitted.method, params={**fitted.params, "term": term}, timings=fitted.timings, components=fitted.components
-    )
-    result.save(out)
+    result = replace(fitted, values=estimator.term_values(term), params={**fitted.params, "term": term})
+    files = result.files(out)
     if state_out is not None:
-        estimator.save_state(state_out)
+        files |= estimator.state_files(state_out)
+    write_together(files)
     seconds = fitted.timings.get("total", fitted.timings.get("add", 0.0))
     console.print(
-        f"wrote {len(result)} values to {out} (kairos, bandwidth {estimator.bandwidth_:.4g}, {seconds:.2f} s); "
+        f"wrote {len(result)} values to {out} ({estimator.method}, {seconds:.2f} s); "
         f"lowest rows: {', '.join(map(str, result.lowest(5)))}"
     )
 

@@ -7,66 +7,125 @@ Supported inputs: ``.npz`` (arrays ``X`` and optionally ``y``), ``.npy`` (featur
 from __future__ import annotations
 
 import contextlib
+import csv
+import difflib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from dataworth.checks import DataworthError, FileFormatError, InputError
+from dataworth.errors import DataworthError, FileFormatError, InputError
 
 DATASET_SUFFIXES = (".npz", ".npy", ".csv", ".parquet")
 TABLE_SUFFIXES = (".csv", ".parquet")
+DEFAULT_LABEL_COLUMN = "label"
+_NPY_MAGIC = b"\x93NUMPY"
+
+#: Writes one output file to the (temporary) path it is given.
+Writer = Callable[[Path], None]
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Features (rows × columns) and optional labels, as read from a file or given in memory.
+    """Features (rows × columns), optional labels, and the feature columns' names when the data came
+    from a table (a .csv/.parquet file or a DataFrame); arrays have none and are matched by position.
+    ``label_column`` names the column the labels were read from (tables only).
 
     Contents are validated where they are used (:mod:`dataworth.checks`), not here.
     """
 
     X: Any
     y: Any = None
+    columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+
+    def aligned_to(self, columns: tuple[str, ...] | None, name: str, against: str = "the training set") -> Dataset:
+        """This dataset with its feature columns in the order ``columns`` names them.
+
+        Tables are matched by column name, never by position: the same names in another order are
+        reordered; different names are an :class:`InputError` naming the missing and extra columns.
+        When either side has no names (an array) the columns are matched by position.
+        """
+        if columns is None or self.columns is None or self.columns == columns:
+            return self
+        missing = [c for c in columns if c not in self.columns]
+        extra = [c for c in self.columns if c not in columns]
+        if missing or extra:
+            parts = [f"lacks {_names(missing)}" if missing else "", f"has extra {_names(extra)}" if extra else ""]
+            raise InputError(
+                f"{name} does not have the feature columns of {against}: it {' and '.join(p for p in parts if p)}; "
+                "give both the same feature columns (--feature-columns or --drop-columns select them)"
+            )
+        order = [self.columns.index(c) for c in columns]
+        return replace(self, X=np.asarray(self.X)[:, order], columns=columns)
 
 
-def as_dataset(data: Any, labels: Any, name: str, *, label_column: str = "label") -> Dataset:
-    """Normalize the ways a dataset can be given: a file path, a Dataset, an ``(X, y)`` pair, or ``X`` (+ ``labels``)."""
+def as_dataset(data: Any, labels: Any, name: str) -> Dataset:
+    """Normalize the ways a dataset can be given: a file path, a Dataset, an ``(X, y)`` pair, or ``X`` (+ ``labels``).
+
+    A DataFrame keeps its column names (so that tables are matched by name).
+    """
     if isinstance(data, (str, os.PathLike)):
         if labels is not None:
             raise InputError(f"{name} is a file, so its labels come from the file; do not pass labels separately")
-        return load_dataset(data, label_column=label_column, name=name)
+        return load_dataset(data, name=name)
     if isinstance(data, Dataset):
         return data
     if isinstance(data, tuple):
         if len(data) != 2 or labels is not None:
             raise InputError(f"{name} given as a tuple must be (features, labels)")
-        return Dataset(*data)
+        data, labels = data
+    if isinstance(data, pd.DataFrame):
+        columns = tuple(map(str, data.columns))
+        if len(set(columns)) != len(columns):
+            raise InputError(f"{name} has duplicate column names: {_names(_duplicates(columns))}; rename them")
+        return Dataset(data, labels, columns)
     return Dataset(data, labels)
 
 
-def load_dataset(path: str | os.PathLike, *, label_column: str = "label", name: str = "input") -> Dataset:
-    """Read a dataset file; ``name`` is used in error messages (e.g. ``TRAIN``)."""
+def load_dataset(
+    path: str | os.PathLike,
+    *,
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    drop_columns: Sequence[str] | None = None,
+    name: str = "input",
+) -> Dataset:
+    """Read a dataset file; ``name`` is used in error messages (e.g. ``TRAIN``).
+
+    Tables (.csv/.parquet) hold numeric feature columns and a label column (``label_column``,
+    ``"label"`` by default); ``feature_columns`` keeps only the named feature columns,
+    ``drop_columns`` removes some (e.g. an id column). These three options apply to tables only.
+    """
     path = existing_file(path, name, DATASET_SUFFIXES)
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return Dataset(_read_npy(path, name))
-    if suffix == ".npz":
-        return _read_npz(path, name)
+    if suffix not in TABLE_SUFFIXES:
+        given = [flag for flag, value in (("a label column", label_column), ("feature columns", feature_columns),
+                                          ("columns to drop", drop_columns)) if value is not None]
+        if given:
+            raise InputError(
+                f"{name} is a {suffix} file, which has no named columns, so {' and '.join(given)} cannot be chosen "
+                f"(its labels are the array 'y' of an .npz); use a .csv or .parquet file"
+            )
+        return Dataset(_read_npy(path, name)) if suffix == ".npy" else _read_npz(path, name)
     table = _read_table(path, name)
+    label_column = DEFAULT_LABEL_COLUMN if label_column is None else label_column
     if label_column not in table.columns:
-        columns = ", ".join(map(str, table.columns[:20]))
-        raise InputError(f"{name} has no label column {label_column!r} (columns: {columns}); pass --label-column")
-    features = table.drop(columns=[label_column])
+        raise InputError(f"{name} has no label column {label_column!r} ({_column_hint(label_column, table.columns)}); pass --label-column")
+    features = _select_features(table.drop(columns=[label_column]), feature_columns, drop_columns, name)
+    if len(table) == 0:
+        raise InputError(f"{name} has no rows (only a header): {path}")
     non_numeric = [str(c) for c, dt in features.dtypes.items() if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)]
     if non_numeric:
-        raise InputError(f"{name} has non-numeric feature columns: {', '.join(non_numeric[:10])}")
-    return Dataset(features.to_numpy(dtype=np.float64), table[label_column].to_numpy())
+        raise InputError(f"{name} has non-numeric feature columns: {_names(non_numeric)}; drop them with --drop-columns")
+    return Dataset(features.to_numpy(dtype=np.float64), table[label_column].to_numpy(), tuple(map(str, features.columns)), label_column)
 
 
 def load_array(path: str | os.PathLike, *, name: str) -> np.ndarray:
@@ -83,24 +142,67 @@ def load_npz_extras(path: str | os.PathLike, keys: tuple[str, ...]) -> dict[str,
         return {k: archive[k] for k in keys if k in archive.files}
 
 
+def read_npz_text(path: str | os.PathLike, key: str) -> str | None:
+    """The text stored under ``key`` in an ``.npz`` file (e.g. a state file's ``format``), or None when
+    the file is not an .npz archive or has no such text."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            value = archive[key] if key in archive.files else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):
+        return None
+    return str(value.item()) if value is not None and value.ndim == 0 and value.dtype.kind == "U" else None
+
+
 def existing_file(path: str | os.PathLike, name: str, suffixes: tuple[str, ...]) -> Path:
-    """Return ``path`` as a Path, raising unless it exists and has one of ``suffixes``."""
+    """Return ``path`` as a Path, raising unless it is an existing file with one of ``suffixes``."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise FileFormatError(f"unsupported file type {path.suffix or '(none)'!r} for {name} ({path}): use {', '.join(suffixes)}")
+    if path.is_dir():
+        raise FileFormatError(f"{name} is a directory, not a file: {path}")
     if not path.is_file():
-        raise FileFormatError(f"{name} file not found: {path}")
+        raise FileFormatError(f"{name} not found: {path}")
     return path
 
 
 def check_output_path(path: str | os.PathLike, name: str, suffixes: tuple[str, ...]) -> Path:
-    """Validate an output path before any work is done: known suffix and an existing directory."""
+    """Validate an output path before any work is done: known suffix, an existing directory, not a directory itself."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
         raise FileFormatError(f"unsupported file type {path.suffix or '(none)'!r} for {name} ({path}): use {', '.join(suffixes)}")
     if not path.parent.resolve().is_dir():
         raise FileFormatError(f"the directory of {name} does not exist: {path.parent}")
+    if path.is_dir():
+        raise FileFormatError(f"{name} is a directory; give a file name: {path}")
     return path
+
+
+def check_not_inputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Mapping[str, str | os.PathLike | None]) -> None:
+    """Raise unless every output path names a file other than every input and every other output.
+
+    Paths are compared after resolving symlinks, ``.``/``..`` and relative spellings, and existing
+    files also by identity (hard links), so no spelling of an input can be written over.
+    """
+    seen: list[tuple[str, Path]] = [(n, Path(p)) for n, p in inputs.items() if p is not None]
+    for out_name, out in outputs.items():
+        if out is None:
+            continue
+        out = Path(out)
+        for other_name, other in seen:
+            if _same_file(out, other):
+                raise InputError(f"{out_name} ({out}) is the same file as {other_name}; choose another output path")
+        seen.append((out_name, out))
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -111,16 +213,58 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     run never leaves a partial output file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    with atomic_outputs([path]) as (tmp,):
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of ``paths``; when the body succeeds, all of them are
+    renamed onto their outputs, one after the other; when it fails, every temporary file is removed and
+    no output is touched. The outputs of one command thus appear together or not at all.
+
+    An operating-system failure (no permission, disk full) is a :class:`FileFormatError` naming the
+    output, not the temporary file.
+    """
+    paths = [Path(p) for p in paths]
+    temps: list[Path] = []
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        for path in paths:
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+            os.close(fd)
+            temps.append(Path(tmp))
+        try:
+            yield temps
+        except OSError as exc:
+            raise _write_error(paths[0] if len(paths) == 1 else paths[0].parent, exc) from None
+        mode = 0o666 & ~_umask()  # mkstemp creates 0600; give the files the usual permissions
+        for tmp, path in zip(temps, paths, strict=True):
+            try:
+                os.chmod(tmp, mode)
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def write_together(writers: Mapping[Path, Writer]) -> list[Path]:
+    """Write several output files as one (see :func:`atomic_outputs`): ``writers`` maps each output
+    path to a function that writes its content to the temporary path it is given."""
+    paths = list(writers)
+    with atomic_outputs(paths) as temps:
+        for tmp, path in zip(temps, paths, strict=True):
+            writers[path](tmp)
+    return paths
+
+
+def _write_error(path: Path, exc: OSError) -> FileFormatError:
+    return FileFormatError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def jsonable(value: Any) -> Any:
@@ -134,14 +278,59 @@ def _umask() -> int:
     return mask
 
 
+def _names(columns: Sequence[Any], limit: int = 10) -> str:
+    shown = ", ".join(repr(str(c)) for c in columns[:limit])
+    return shown + (f" and {len(columns) - limit} more" if len(columns) > limit else "")
+
+
+def _duplicates(columns: Sequence[str]) -> list[str]:
+    return sorted({c for c in columns if columns.count(c) > 1})
+
+
+def _column_hint(wanted: str, columns: Sequence[Any]) -> str:
+    """Which columns there are: all of them when few, else the closest names to ``wanted`` and the count."""
+    names = [str(c) for c in columns]
+    if len(names) <= 12:
+        return f"columns: {_names(names, 12)}"
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.5)
+    text = f"{len(names)} columns: {_names(names[:3])} ... {_names(names[-3:])}"
+    return text + (f"; did you mean {_names(close)}?" if close else "")
+
+
+def _select_features(
+    features: pd.DataFrame, keep: Sequence[str] | None, drop: Sequence[str] | None, name: str
+) -> pd.DataFrame:
+    if keep is not None and drop is not None:
+        raise InputError("give either feature columns (--feature-columns) or columns to drop (--drop-columns), not both")
+    chosen = keep if keep is not None else drop
+    if chosen is None:
+        return features
+    chosen = [str(c) for c in chosen]
+    absent = [c for c in chosen if c not in features.columns]
+    if absent:
+        raise InputError(f"{name} has no feature column {_names(absent)} ({_column_hint(absent[0], features.columns)})")
+    if _duplicates(chosen):
+        raise InputError(f"column {_names(_duplicates(chosen))} is named twice")
+    if keep is not None:
+        if not chosen:
+            raise InputError("--feature-columns names no column")
+        return features[chosen]
+    return features.drop(columns=chosen)
+
+
 def _read_npy(path: Path, name: str) -> np.ndarray:
+    with open(path, "rb") as handle:
+        if handle.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise FileFormatError(f"{name} is not a .npy array file ({path}); write it with numpy.save")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise FileFormatError(f"{name} is not a readable .npy array file ({path}): {exc}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise FileFormatError(f"{name} is not a readable .npy array file ({path}): {_reason(exc)}") from None
 
 
 def _read_npz(path: Path, name: str) -> Dataset:
+    if not zipfile.is_zipfile(path):
+        raise FileFormatError(f"{name} is not an .npz archive ({path}); write it with numpy.savez(path, X=..., y=...)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if "X" not in archive.files:
@@ -149,12 +338,36 @@ def _read_npz(path: Path, name: str) -> Dataset:
             return Dataset(archive["X"], archive["y"] if "y" in archive.files else None)
     except DataworthError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise FileFormatError(f"{name} is not a readable .npz archive ({path}): {exc}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise FileFormatError(f"{name} is not a readable .npz archive ({path}): {_reason(exc)}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """A library's error text without its advice about pickles (object arrays are refused on purpose)."""
+    text = str(exc)
+    if "pickle" in text.lower():
+        return "it holds Python objects (object arrays), which dataworth does not load; save numbers or strings"
+    return text
 
 
 def _read_table(path: Path, name: str) -> pd.DataFrame:
+    header = _table_header(path, name)
+    if _duplicates(header):
+        raise InputError(f"{name} has duplicate column names: {_names(_duplicates(header))}; rename them ({path})")
     try:
-        return pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
     except Exception as exc:  # pandas/pyarrow raise many unrelated types for unreadable files
+        raise FileFormatError(f"{name} is not a readable {path.suffix} table ({path}): {exc}") from None
+    table.columns = [str(c) for c in table.columns]
+    return table
+
+
+def _table_header(path: Path, name: str) -> list[str]:
+    """The column names as the file spells them (pandas would rename duplicates ``a``, ``a.1``)."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            return list(pq.read_schema(path).names)
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return next(csv.reader(handle), [])
+    except Exception as exc:  # pyarrow/csv/codec errors: the file is not a table of that kind
         raise FileFormatError(f"{name} is not a readable {path.suffix} table ({path}): {exc}") from None

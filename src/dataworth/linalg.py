@@ -1,10 +1,37 @@
-"""Dense linear algebra helpers shared by methods that solve with kernel or Hessian matrices."""
+"""Dense numerical helpers shared by methods: SPD solves with kernel or Hessian matrices, and exact
+rescaling that keeps distance computations in range."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import numpy as np
 import torch
 
-from dataworth.checks import DataworthError
+from dataworth.errors import DataworthError
+
+
+def power_of_two_scale(*arrays: Any) -> float:
+    """The power of two ``s`` that brings the largest magnitude in ``arrays`` into [0.5, 1).
+
+    Multiplying by a power of two is exact in floating point (it only shifts exponents), so a
+    scale-invariant computation on ``s · x`` gives bit for bit the answer it gives on ``x``, but
+    squared distances can no longer overflow (features ~1e200) or underflow (~1e-200). 1.0 for all-zero
+    input; the scale itself stays within the range of the arrays' floating type.
+    """
+    largest = max(float(a.abs().max() if isinstance(a, torch.Tensor) else np.abs(a).max()) for a in arrays)
+    if largest == 0.0:
+        return 1.0
+    _, exponent = math.frexp(largest)
+    limit = min(np.finfo(_numpy_dtype(a)).maxexp for a in arrays) - 2
+    return math.ldexp(1.0, min(max(-exponent, -limit), limit))
+
+
+def _numpy_dtype(array: Any) -> np.dtype:
+    if isinstance(array, torch.Tensor):
+        return np.dtype(str(array.dtype).removeprefix("torch.")) if array.is_floating_point() else np.dtype(np.float64)
+    return array.dtype if np.issubdtype(array.dtype, np.floating) else np.dtype(np.float64)
 
 
 def solve_spd_inplace(matrix: torch.Tensor, rhs: torch.Tensor, *, what: str) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -14,17 +15,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataworth.checks import FileFormatError, InputError
-from dataworth.data import TABLE_SUFFIXES, atomic_write, check_output_path, existing_file, jsonable
+from dataworth.data import TABLE_SUFFIXES, Writer, check_output_path, existing_file, jsonable, write_together
 
 _METADATA_KEY = b"dataworth"
+
+
+#: Table columns with a fixed meaning; components may not use these names.
+RESERVED_COLUMNS = ("index", "name", "value", "stderr", "count")
 
 
 @dataclass
 class ValuationResult:
     """Per-row data values: float64, one per training row in input order, higher = more valuable.
 
-    ``components`` holds further per-row columns a method exposes (e.g. KAIROS's ``feature`` and
-    ``label_residual``); ``params`` the hyper-parameters used and ``timings`` seconds per stage.
+    ``names`` optionally identifies the rows (row ids, file names; position ``index`` always does).
+    Monte Carlo methods set ``stderr`` (the standard error of each value) and ``counts`` (the samples
+    behind it). ``components`` holds further per-row columns a method exposes (e.g. KAIROS's
+    ``feature`` and ``label_residual``); ``params`` the hyper-parameters used and ``timings`` seconds
+    per stage.
     """
 
     values: np.ndarray
@@ -32,56 +40,95 @@ class ValuationResult:
     params: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     components: dict[str, np.ndarray] = field(default_factory=dict)
+    names: np.ndarray | None = None
+    stderr: np.ndarray | None = None
+    counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
         if self.values.ndim != 1:
             raise InputError(f"values must be 1-D; got shape {self.values.shape}")
         for name, column in list(self.components.items()):
-            column = np.asarray(column, dtype=np.float64)
-            if column.shape != self.values.shape:
-                raise InputError(f"component {name!r} has shape {column.shape}, values have {self.values.shape}")
-            self.components[name] = column
+            if name in RESERVED_COLUMNS:
+                raise InputError(f"component name {name!r} is reserved; use another name")
+            self.components[name] = self._column(column, f"component {name!r}", np.float64)
+        if self.names is not None:
+            self.names = self._column(self.names, "names", None)
+            if self.names.dtype == object:
+                self.names = self.names.astype(str)
+        if self.stderr is not None:
+            self.stderr = self._column(self.stderr, "stderr", np.float64)
+        if self.counts is not None:
+            self.counts = self._column(self.counts, "counts", np.int64)
+
+    def _column(self, column: Any, what: str, dtype: Any) -> np.ndarray:
+        column = np.asarray(column, dtype=dtype)
+        if column.shape != self.values.shape:
+            raise InputError(f"{what} has shape {column.shape}, values have {self.values.shape}")
+        return column
 
     def __len__(self) -> int:
         return self.values.shape[0]
 
+    def __repr__(self) -> str:
+        extras = "".join(f", {what}" for what in ("names", "stderr", "counts") if getattr(self, what) is not None)
+        components = f", components={list(self.components)}" if self.components else ""
+        return f"ValuationResult(method={self.method!r}, rows={len(self)}{components}{extras})"
+
     def lowest(self, k: int) -> np.ndarray:
         """Row indices of the ``k`` lowest-valued rows, lowest first (ties: lower index first)."""
-        return np.argsort(self.values, kind="stable")[:k]
+        return np.argsort(self.values, kind="stable")[: self._count(k)]
 
     def highest(self, k: int) -> np.ndarray:
         """Row indices of the ``k`` highest-valued rows, highest first (ties: lower index first)."""
-        return np.argsort(-self.values, kind="stable")[:k]
+        return np.argsort(-self.values, kind="stable")[: self._count(k)]
+
+    @staticmethod
+    def _count(k: Any) -> int:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 0:
+            raise InputError(f"k must be an integer >= 0 (how many rows); got {k!r}")
+        return int(k)
 
     def to_pandas(self) -> pd.DataFrame:
-        """A table with columns ``index``, ``value`` and one column per component."""
-        columns = {"index": np.arange(len(self)), "value": self.values, **self.components}
-        return pd.DataFrame(columns)
+        """A table with columns ``index``, ``name`` (when set), ``value``, ``stderr`` and ``count`` (when
+        set) and one column per component."""
+        columns: dict[str, Any] = {"index": np.arange(len(self))}
+        if self.names is not None:
+            columns["name"] = self.names
+        columns["value"] = self.values
+        if self.stderr is not None:
+            columns["stderr"] = self.stderr
+        if self.counts is not None:
+            columns["count"] = self.counts
+        return pd.DataFrame({**columns, **self.components})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table to ``.csv`` or ``.parquet`` atomically.
 
         ``method``, ``params`` and ``timings`` go into parquet's schema metadata; a CSV keeps plain
         columns (any CSV reader takes it) and gets them in a sidecar ``<name>.csv.json``, which
-        :meth:`load` reads when it is there and describes a table of the same length.
+        :meth:`load` reads when it is there and describes a table of the same length. Table and
+        sidecar appear together or not at all.
         """
+        return write_together(self.files(path))[0]
+
+    def files(self, path: str | os.PathLike) -> dict[Path, Writer]:
+        """The files :meth:`save` writes, as ``{path: writer}`` for :func:`~dataworth.data.write_together`
+        (the table first, then a CSV's sidecar), so that they can be written together with other outputs."""
         path = check_output_path(path, "the output file", TABLE_SUFFIXES)
         table = self.to_pandas()
         meta = json.dumps(
             {"method": self.method, "params": self.params, "timings": self.timings, "rows": len(self)}, default=jsonable
         )
-        with atomic_write(path) as tmp:
-            if path.suffix.lower() == ".csv":
-                table.to_csv(tmp, index=False)
-            else:
-                arrow = pa.Table.from_pandas(table, preserve_index=False)
-                arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _METADATA_KEY: meta.encode()})
-                pq.write_table(arrow, tmp)
         if path.suffix.lower() == ".csv":
-            with atomic_write(_sidecar(path)) as tmp:
-                tmp.write_text(meta)
-        return path
+            return {path: lambda tmp: table.to_csv(tmp, index=False), sidecar_path(path): lambda tmp: tmp.write_text(meta)}
+
+        def write_parquet(tmp: Path) -> None:
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+            arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _METADATA_KEY: meta.encode()})
+            pq.write_table(arrow, tmp)
+
+        return {path: write_parquet}
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ValuationResult:
@@ -105,23 +152,31 @@ class ValuationResult:
             raise FileFormatError(f"the result file has no 'value' column ({path})")
         if "index" in table.columns:
             table = table.sort_values("index", kind="stable")
-        components = {c: table[c].to_numpy() for c in table.columns if c not in ("index", "value")}
-        return cls(
-            values=table["value"].to_numpy(),
-            method=meta.get("method", "unknown"),
-            params=meta.get("params", {}),
-            timings=meta.get("timings", {}),
-            components=components,
-        )
+        components = {c: table[c].to_numpy() for c in table.columns if c not in RESERVED_COLUMNS}
+        optional = {c: table[c].to_numpy() if c in table.columns else None for c in ("name", "stderr", "count")}
+        try:
+            return cls(
+                values=table["value"].to_numpy(),
+                method=meta.get("method", "unknown"),
+                params=meta.get("params", {}),
+                timings=meta.get("timings", {}),
+                components=components,
+                names=optional["name"],
+                stderr=optional["stderr"],
+                counts=optional["count"],
+            )
+        except (ValueError, TypeError) as exc:
+            raise FileFormatError(f"the result file has a non-numeric value column ({path}): {exc}") from None
 
 
-def _sidecar(path: Path) -> Path:
+def sidecar_path(path: Path) -> Path:
+    """Where :meth:`ValuationResult.save` keeps a CSV's metadata: ``<name>.csv.json``."""
     return path.with_name(path.name + ".json")
 
 
 def _read_sidecar(path: Path, rows: int) -> dict[str, Any] | None:
     """The metadata :meth:`ValuationResult.save` wrote beside a CSV, if it is there and fits the table."""
-    sidecar = _sidecar(path)
+    sidecar = sidecar_path(path)
     if not sidecar.is_file():
         return None
     try:

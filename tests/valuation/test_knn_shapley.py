@@ -83,11 +83,11 @@ def test_values_are_invariant_to_permuting_training_rows(planted):
     np.testing.assert_allclose(b.values_, a.values_[perm], rtol=0, atol=1e-14)
 
 
-def test_batch_size_does_not_change_the_values(planted):
+def test_memory_budget_does_not_change_the_values(planted):
     X, y, Z, y_ref = planted
-    one = KNNShapley(k=3, batch_size=1).fit(X, y, reference=(Z, y_ref))
-    big = KNNShapley(k=3, batch_size=1024).fit(X, y, reference=(Z, y_ref))
-    uneven = KNNShapley(k=3, batch_size=7).fit(X, y, reference=(Z, y_ref))
+    one = KNNShapley(k=3, memory_budget=1).fit(X, y, reference=(Z, y_ref))  # one reference point per batch
+    big = KNNShapley(k=3).fit(X, y, reference=(Z, y_ref))
+    uneven = KNNShapley(k=3, memory_budget=7 * 48 * len(X)).fit(X, y, reference=(Z, y_ref))
     np.testing.assert_allclose(one.values_, big.values_, rtol=0, atol=1e-14)
     np.testing.assert_allclose(uneven.values_, big.values_, rtol=0, atol=1e-14)
     assert set(big.result_.timings) == {"total"} and big.result_.method == "knn-shapley"
@@ -109,10 +109,10 @@ def test_bad_k_is_an_input_error(planted, k):
         KNNShapley(k=k).fit(X, y, reference=(Z, y_ref))
 
 
-def test_bad_batch_size_and_missing_labels_are_input_errors(planted):
+def test_bad_memory_budget_and_missing_labels_are_input_errors(planted):
     X, y, Z, y_ref = planted
-    with pytest.raises(InputError, match=r"batch_size must be an integer >= 1"):
-        KNNShapley(batch_size=0).fit(X, y, reference=(Z, y_ref))
+    with pytest.raises(InputError, match=r"memory_budget must be an integer >= 1"):
+        KNNShapley(memory_budget=0).fit(X, y, reference=(Z, y_ref))
     with pytest.raises(InputError, match=r"KNN-Shapley needs labels, but the training set has none"):
         KNNShapley().fit(X, reference=(Z, y_ref))
     with pytest.raises(InputError, match=r"KNN-Shapley needs labels, but the reference set has none"):

@@ -184,8 +184,8 @@ def test_lava_finds_flipped_labels_on_digits(solver, floor):
     ("params", "message"),
     [
         ({"solver": "lp"}, "solver must be one of annealed, exact, sinkhorn; got 'lp'"),
-        ({"label_weight": -1.0}, "label_weight must be a finite number ≥ 0"),
-        ({"label_weight": float("nan")}, "label_weight must be a finite number ≥ 0"),
+        ({"label_weight": -1.0}, "label_weight must be a finite number >= 0"),
+        ({"label_weight": float("nan")}, "label_weight must be a finite number >= 0"),
         ({"entropic_reg": 0.0}, "entropic_reg must be a finite number > 0; got 0.0"),
         ({"max_iter": 0}, "max_iter must be an integer >= 1; got 0"),
     ],

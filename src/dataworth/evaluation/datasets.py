@@ -55,7 +55,7 @@ class EvaluationSet:
     confusions: tuple[tuple[Any, Any], ...] = ()
 
 
-def load_evaluation_set(name: str, *, label_column: str = "label") -> EvaluationSet:
+def load_evaluation_set(name: str, *, label_column: str | None = None) -> EvaluationSet:
     """One of :data:`EVALUATION_SETS` by name, or a user's own labelled file (.npz, .csv, .parquet;
     shown as a table, its features used as they are)."""
     if name in EVALUATION_SETS:
@@ -65,7 +65,7 @@ def load_evaluation_set(name: str, *, label_column: str = "label") -> Evaluation
     raise InputError(f"unknown dataset {name!r}; available: {', '.join(EVALUATION_SETS)}, or a .npz/.csv/.parquet file")
 
 
-def from_file(path: str | os.PathLike, *, label_column: str = "label") -> EvaluationSet:
+def from_file(path: str | os.PathLike, *, label_column: str | None = None) -> EvaluationSet:
     """A labelled dataset file as an evaluation set (features as given, identity featurizer)."""
     data = load_dataset(path, label_column=label_column, name="the dataset file")
     if data.y is None:

@@ -112,9 +112,7 @@ def run_detection(
     holds (same dataset, corruption, method, seed, training-row cap and parameters) are reused
     instead of run again, so an interrupted benchmark resumes where it stopped.
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(METHODS)}")
+    check_methods(methods)
     kind, fraction = parse_corruption(corruption)
     rows = []
     for seed in range(seeds):
@@ -133,6 +131,18 @@ def run_detection(
                     checkpoint.add(key, row)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def check_methods(methods: Sequence[str]) -> list[str]:
+    """``methods`` as a list, raising unless it names at least one method, each known and once."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(map(repr, unknown))}; available: {', '.join(METHODS)}")
+    if not methods:
+        raise InputError(f"no method given; available: {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise InputError(f"a method is named twice in {', '.join(methods)}")
+    return list(methods)
 
 
 def _score(estimator: Any, task: DetectionTask) -> dict[str, Any]:

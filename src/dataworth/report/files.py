@@ -4,6 +4,7 @@ mask and a clean reference set (what ``dataworth report`` does)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +26,22 @@ def report_from_files(
     *,
     mask: str | os.PathLike | None = None,
     reference: str | os.PathLike | None = None,
-    label_column: str = "label",
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    drop_columns: Sequence[str] | None = None,
 ) -> Path:
     """Write ``out`` (.html). Rows are drawn as images when ``train`` is an .npz with an ``images`` array,
     shown as text with a ``texts`` array, printed as feature rows otherwise. ``mask`` (.npy) holds
     per-row corrupted flags or group names; ``reference`` adds point-removal curves."""
     out_path = check_output_path(out, "--out", (".html",))
     result = ValuationResult.load(values)
-    data = load_dataset(train, label_column=label_column, name="TRAIN")
+    columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns}
+    data = load_dataset(train, **columns, name="TRAIN")
     extras = load_npz_extras(train, ("images", "texts"))
     groups = None if mask is None else groups_from_mask(load_array(mask, name="MASK"))
     removal = None
     if reference is not None:
-        removal = removal_curves(result, data, load_dataset(reference, label_column=label_column, name="REF"))
+        removal = removal_curves(result, data, load_dataset(reference, **columns, name="REF"))
     return write_report(
         out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
         features=np.asarray(data.X), removal=removal, title=f"dataworth report: {Path(values).name}",
@@ -48,6 +52,7 @@ def removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dic
     """Accuracy on ``ref`` of a logistic regression retrained without the lowest/highest-valued rows."""
     if train.y is None or ref.y is None:
         raise InputError("removal curves need labels in both TRAIN and REF")
+    ref = ref.aligned_to(train.columns, "REF", "TRAIN")
     X = check_features(train.X, "TRAIN").numpy()
     X_ref = check_features(ref.X, "REF").numpy()
     check_same_width(torch.from_numpy(X), torch.from_numpy(X_ref), "REF")
@@ -63,9 +68,13 @@ def removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dic
 
 
 def groups_from_mask(mask: np.ndarray) -> np.ndarray:
-    """Boolean flags become ``corrupted``/``clean``; strings are group names (``clean`` for clean rows)."""
+    """Boolean (or 0/1 integer) flags become ``corrupted``/``clean``; strings are group names (``clean`` for clean rows)."""
+    if mask.ndim != 1:
+        raise InputError(f"MASK must be 1-D (one flag or group name per row); got shape {mask.shape}")
+    if mask.dtype.kind in "iu" and np.isin(mask, (0, 1)).all():
+        mask = mask.astype(bool)
     if mask.dtype == bool:
         return np.where(mask, "corrupted", "clean")
     if mask.dtype.kind in "US":
         return mask.astype(str)
-    raise InputError(f"MASK must hold booleans or group names; got dtype {mask.dtype}")
+    raise InputError(f"MASK must hold booleans, 0/1 integers or group names; got {mask.dtype} values")

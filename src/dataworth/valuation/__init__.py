@@ -1,5 +1,11 @@
 """Model-agnostic valuation methods; ``METHODS`` maps each method name to its class."""
 
+from __future__ import annotations
+
+import os
+
+from dataworth.data import existing_file, read_npz_text
+from dataworth.errors import FileFormatError
 from dataworth.valuation.base import NotFittedError, Valuator
 from dataworth.valuation.data_oob import DataOOB
 from dataworth.valuation.kairos import Kairos
@@ -11,8 +17,24 @@ METHODS: dict[str, type[Valuator]] = {
     cls.method: cls for cls in (Kairos, Lava, KNNShapley, DataOOB, LeaveOneOut, TMCShapley, BetaShapley, DataBanzhaf)
 }
 
+#: Methods with online updates: ``add`` rows to a fitted estimator, ``save_state`` / ``load_state``.
+ONLINE_METHODS: dict[str, type[Valuator]] = {name: cls for name, cls in METHODS.items() if hasattr(cls, "state_format")}
+
+
+def load_state(path: str | os.PathLike) -> Valuator:
+    """The fitted estimator saved in ``path`` by ``save_state`` (``dataworth value --state-out``), of
+    whichever online method wrote it."""
+    path = existing_file(path, "the state file", (".npz",))
+    formats = {cls.state_format: cls for cls in ONLINE_METHODS.values()}
+    found = read_npz_text(path, "format")
+    if found not in formats:
+        raise FileFormatError(f"{path} is not a dataworth state file (write one with `dataworth value --state-out` or save_state)")
+    return formats[found].load_state(path)
+
+
 __all__ = [
     "METHODS",
+    "ONLINE_METHODS",
     "BetaShapley",
     "DataBanzhaf",
     "DataOOB",
@@ -23,4 +45,5 @@ __all__ = [
     "NotFittedError",
     "TMCShapley",
     "Valuator",
+    "load_state",
 ]

@@ -20,8 +20,9 @@ from sklearn.ensemble import BaggingClassifier
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.multiclass import type_of_target
 
-from dataworth.checks import InputError, check_features, check_int, check_labels, check_seed
+from dataworth.checks import InputError, check_features, check_int, check_labels, check_seed, warn_if_degenerate
 from dataworth.data import as_dataset
+from dataworth.linalg import power_of_two_scale
 from dataworth.result import ValuationResult
 from dataworth.valuation.base import Valuator
 
@@ -60,14 +61,25 @@ class DataOOB(Valuator):
         started = time.perf_counter()
         self._validate_params()
         x, labels = _labelled_training_set(X, y)
-        estimator = DecisionTreeClassifier() if self.estimator is None else self.estimator
+        if self.estimator is None:
+            # Trees split on the order of each feature only, but scikit-learn's work in float32: rows rescaled
+            # by a power of two (exact) give the same trees and cannot overflow or underflow float32.
+            estimator, x = DecisionTreeClassifier(), x * power_of_two_scale(x)
+        else:
+            estimator = self.estimator
         self.ensemble_ = BaggingClassifier(estimator, n_estimators=self.n_estimators, bootstrap=True, random_state=self.seed)
-        self.ensemble_.fit(x, labels)
+        try:
+            self.ensemble_.fit(x, labels)
+        except ValueError as exc:  # the user's estimator refused the data (e.g. values beyond its float range)
+            raise InputError(f"Data-OOB could not fit {estimator!r} on the training set: {exc}") from None
         self.classes_ = self.ensemble_.classes_
         fitted = time.perf_counter()
         # The bagged models are trained on labels encoded as indices into classes_, and predict those.
         hits, counts = oob_correctness(self.ensemble_, x, np.searchsorted(self.classes_, labels))
         values = _oob_accuracy(hits, counts, self.n_estimators)
+        warn_if_degenerate(
+            values, "Data-OOB", "every row has the same out-of-bag accuracy (one class, or features that separate nothing)"
+        )
         timings = {"bagging": fitted - started, "oob": time.perf_counter() - fitted}
         timings["total"] = time.perf_counter() - started
         params = {**self.get_params(deep=False), "estimator": repr(estimator)}

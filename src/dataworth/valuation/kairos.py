@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +38,24 @@ from dataworth.checks import (
     cast_features,
     check_choice,
     check_features,
+    check_fraction,
     check_labels,
     check_positive,
     check_same_width,
     encode_labels,
+    prepare_data,
+    warn_if_degenerate,
 )
-from dataworth.data import as_dataset, atomic_write, check_output_path, existing_file
-from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, kernel_matmul, make_kernel, median_bandwidth
-from dataworth.linalg import solve_spd_inplace
+from dataworth.data import Writer, as_dataset, check_output_path, existing_file, read_npz_text, write_together
+from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, Kernel, kernel_matmul, make_kernel, median_bandwidth
+from dataworth.linalg import power_of_two_scale, solve_spd_inplace
 from dataworth.result import ValuationResult
-from dataworth.valuation.base import Valuator, prepare_data
+from dataworth.valuation.base import Valuator
 
+#: Rescaled features have |value| < 1; bandwidths and added rows are refused beyond these bounds
+#: (the kernel would be exactly 0 or 1 between rows; squared distances would overflow).
+_MAX_SCALED = 1e150
+_MIN_SCALED_BANDWIDTH = 1e-150
 _STATE_FORMAT = "dataworth.kairos.state"
 _STATE_VERSION = 1
 LABEL_KERNELS = ("none", "indicator")
@@ -74,7 +80,10 @@ class Kairos(Valuator):
     combine : how the two terms make ``values_``, on robust z-scores (median / 1.4826·MAD over the
         training rows) ``zf = z(feature)``, ``zr = z(residual)``: ``"worst"`` (default) ``min(zf, −zr)``,
         the more anomalous of the two standardized scores; ``"zscore"`` ``w·zf − (1 − w)·zr``;
-        ``"raw"`` ``w·feature − (1 − w)·residual`` (unstandardized, the paper's form).
+        ``"raw"`` ``w·(N − 1)·feature − (1 − w)·residual`` (unstandardized, the paper's form). The exact
+        leave-one-out term shrinks as 1/N while the residual is O(1), so it is blended at the paper's
+        scale, the distributional influence: (N − 1)·feature_i = 2(b_i − a_i) + 2(S_QQ − S_PQ) + O(1/N),
+        the MMD witness at x_i up to a constant.
         Chosen on evidence: see ``benchmarks/kairos_combination.py`` and the README.
     feature_weight : ``w`` for ``combine="zscore"`` / ``"raw"``.
     label_ridge : α in the embedding's ridge ``M α I``.
@@ -92,6 +101,8 @@ class Kairos(Valuator):
     """
 
     method = "kairos"
+    terms = ("feature", "label")
+    state_format = _STATE_FORMAT
 
     def __init__(
         self,
@@ -126,7 +137,8 @@ class Kairos(Valuator):
 
     @classmethod
     def paper(cls, **kwargs: Any) -> Kairos:
-        """The paper authors' variant: logistic-regression residual, raw blend with λ = 0.97."""
+        """The paper authors' variant: logistic-regression residual, raw blend of the distributional
+        influence and the residual with λ = 0.97 (see ``combine``)."""
         return cls(label_model="logistic", combine="raw", feature_weight=0.97, **kwargs)
 
     # ------------------------------------------------------------------ fitting
@@ -146,17 +158,23 @@ class Kairos(Valuator):
         if self.precision != "input":
             dtype = getattr(torch, self.precision)
             x, z = cast_features(x, dtype, "the training set"), cast_features(z, dtype, "the reference set")
+        # Exact power-of-two rescaling: the kernel depends on ||x − x'||/σ only, so values are unchanged,
+        # but squared distances of features ~1e200 (or ~1e-200) stay in range.
+        self._scale = power_of_two_scale(x, z)
+        x, z = x * self._scale, z * self._scale
         self.classes_ = data.classes
+        self.feature_names_ = data.columns
+        self.label_column_ = data.label_column
 
         timings: dict[str, float] = {}
         tick = time.perf_counter()
         if self.bandwidth == "median":
-            self.bandwidth_ = self.bandwidth_scale * median_bandwidth(x, seed=self.seed)
+            self.bandwidth_ = self.bandwidth_scale * median_bandwidth(x, seed=self.seed) / self._scale
         else:
             self.bandwidth_ = float(self.bandwidth)
         timings["bandwidth"] = time.perf_counter() - tick
-        self._kernel = make_kernel(self.kernel, self.bandwidth_)
         self._x, self._z, self._codes, self._ref_codes = x, z, codes, ref_codes
+        self._kernel = self._make_kernel()
 
         tick = time.perf_counter()
         self._fit_label_model()
@@ -169,6 +187,7 @@ class Kairos(Valuator):
         timings["kernel_sums"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
         self._publish(timings)
+        self._warn_if_kernel_is_constant()
         return self
 
     def add(self, X_new: Any, y_new: Any = None) -> Kairos:
@@ -179,9 +198,15 @@ class Kairos(Valuator):
         """
         self._fitted_result()
         started = time.perf_counter()
-        new = as_dataset(X_new, y_new, "the new rows")
-        x_new = cast_features(check_features(new.X, "the new rows", device=self._x.device), self._x.dtype, "the new rows")
+        new = as_dataset(X_new, y_new, "the new rows").aligned_to(self.feature_names_, "the new rows", "the fitted training set")
+        x_new = check_features(new.X, "the new rows", device=self._x.device)
         check_same_width(self._x, x_new, "the new rows")
+        x_new = cast_features(x_new, self._x.dtype, "the new rows") * self._scale
+        if x_new.abs().max() > _MAX_SCALED:
+            raise InputError(
+                f"the new rows reach |value| {x_new.abs().max().item() / self._scale:.3g}, far beyond the fitted rows "
+                f"(largest |value| below {1 / self._scale:.3g}), so their squared distances overflow; fit again on all rows"
+            )
         codes_new = None
         if self._codes is not None:
             if new.y is None:
@@ -203,11 +228,29 @@ class Kairos(Valuator):
             self._codes = np.concatenate([self._codes, codes_new])
         self._x = torch.cat([self._x, x_new])
         self._publish({"add": time.perf_counter() - started})
+        self._warn_if_kernel_is_constant()
         return self
+
+    def term_values(self, term: str) -> np.ndarray:
+        """``"combined"`` (``values_``), ``"feature"`` (``feature_values_``) or ``"label"`` (the negated
+        label residual, so that higher is better as for every value)."""
+        if term == "feature":
+            return self.feature_values_
+        if term == "label":
+            if self.label_residuals_ is None:
+                raise InputError("the label term needs labels but the data has none (an .npy holds features only); use the feature term")
+            return -self.label_residuals_
+        return super().term_values(term)
 
     # ------------------------------------------------------------------ state
     def save_state(self, path: str | os.PathLike) -> Path:
         """Write everything ``add`` needs to an ``.npz`` file (no pickle), atomically."""
+        (path,) = write_together(self.state_files(path))
+        return path
+
+    def state_files(self, path: str | os.PathLike) -> dict[Path, Writer]:
+        """The state file :meth:`save_state` writes, as ``{path: writer}`` for
+        :func:`~dataworth.data.write_together` (so it can be written together with other outputs)."""
         self._fitted_result()
         path = check_output_path(path, "the state file", (".npz",))
         arrays: dict[str, np.ndarray] = {
@@ -215,11 +258,16 @@ class Kairos(Valuator):
             "version": np.array(_STATE_VERSION),
             "params": np.array(json.dumps(self.get_params())),
             "bandwidth": np.array(self.bandwidth_),
+            "scale": np.array(self._scale),
             "x": self._x.cpu().numpy(),
             "z": self._z.cpu().numpy(),
             "row_sums": self._row_sums.cpu().numpy(),
             "ref_sums": self._ref_sums.cpu().numpy(),
         }
+        if self.feature_names_ is not None:
+            arrays["feature_names"] = np.array(self.feature_names_, dtype=str)
+        if self.label_column_ is not None:
+            arrays["label_column"] = np.array(self.label_column_)
         if self._codes is not None:
             arrays |= {
                 "classes": _savable(self.classes_),
@@ -228,22 +276,25 @@ class Kairos(Valuator):
                 "residuals": self._residuals,
                 **{f"label_model_{k}": v for k, v in self._label_params.items()},
             }
-        with atomic_write(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        return path
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        return {path: write}
 
     @classmethod
     def load_state(cls, path: str | os.PathLike, *, device: str | None = None) -> Kairos:
         """Rebuild a fitted estimator from :meth:`save_state`; ``device`` overrides the saved one."""
         path = existing_file(path, "the state file", (".npz",))
         not_ours = f"{path} is not a dataworth KAIROS state file (write one with --state-out or save_state)"
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {k: archive[k] for k in archive.files}
-        except (ValueError, OSError, zipfile.BadZipFile):
-            raise FileFormatError(not_ours) from None
-        if arrays.get("format", np.array("")).item() != _STATE_FORMAT:
+        if read_npz_text(path, "format") != _STATE_FORMAT:
             raise FileFormatError(not_ours)
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        missing = {"version", "params", "bandwidth", "x", "z", "row_sums", "ref_sums"} - set(arrays)
+        if missing:
+            raise FileFormatError(f"{path} is an incomplete KAIROS state file (no {', '.join(sorted(missing))}); write it again")
         if int(arrays["version"]) != _STATE_VERSION:
             raise FileFormatError(f"{path} is a KAIROS state of version {int(arrays['version'])}; this dataworth reads {_STATE_VERSION}")
         params = json.loads(arrays["params"].item())
@@ -253,11 +304,14 @@ class Kairos(Valuator):
         est._validate_params()
         dev = torch.device(params["device"])
         est.bandwidth_ = float(arrays["bandwidth"])
-        est._kernel = make_kernel(est.kernel, est.bandwidth_)
+        est._scale = float(arrays["scale"]) if "scale" in arrays else 1.0
+        est._kernel = est._make_kernel()
         est._x = torch.from_numpy(arrays["x"]).to(dev)
         est._z = torch.from_numpy(arrays["z"]).to(dev)
         est._row_sums = torch.from_numpy(arrays["row_sums"]).to(dev)
         est._ref_sums = torch.from_numpy(arrays["ref_sums"]).to(dev)
+        est.feature_names_ = tuple(arrays["feature_names"].tolist()) if "feature_names" in arrays else None
+        est.label_column_ = arrays["label_column"].item() if "label_column" in arrays else None
         labelled = "codes" in arrays
         est.classes_ = arrays["classes"] if labelled else None
         est._codes = arrays["codes"] if labelled else None
@@ -282,8 +336,7 @@ class Kairos(Valuator):
             check_positive(self.bandwidth, "bandwidth")
         check_positive(self.bandwidth_scale, "bandwidth_scale")
         check_positive(self.label_ridge, "label_ridge")
-        if not 0.0 <= self.feature_weight <= 1.0:
-            raise InputError(f"feature_weight must lie in [0, 1]; got {self.feature_weight!r}")
+        check_fraction(self.feature_weight, "feature_weight")
 
     def _kernel_sums(
         self,
@@ -340,7 +393,7 @@ class Kairos(Valuator):
             # One BLAS thread: the products are small, and OpenBLAS's idle threads would otherwise keep
             # spinning after the fit and slow the torch kernel pass that follows by ~15%.
             with threadpool_limits(limits=1, user_api="blas"):
-                model = LogisticRegression(max_iter=2000).fit(self._z.cpu().double().numpy(), self._ref_codes)
+                model = LogisticRegression(max_iter=2000).fit(self._z.cpu().double().numpy() / self._scale, self._ref_codes)
             self._label_params = {"coef": model.coef_, "intercept": model.intercept_}
 
     def _label_residuals(self, x: torch.Tensor, codes: np.ndarray, kernel_mean: torch.Tensor) -> np.ndarray:
@@ -348,11 +401,41 @@ class Kairos(Valuator):
         if self.label_model == "embedding":
             mean = kernel_mean.cpu().numpy()
         else:
-            logits = x.cpu().double().numpy() @ self._label_params["coef"].T + self._label_params["intercept"]
+            logits = x.cpu().double().numpy() / self._scale @ self._label_params["coef"].T + self._label_params["intercept"]
             if logits.shape[1] == 1:  # binary logistic regression: P(class 1) = sigmoid(logit)
                 logits = np.concatenate([np.zeros_like(logits), logits], axis=1)
             mean = softmax(logits, axis=1)
         return np.linalg.norm(_one_hot(codes, len(self.classes_)) - mean, axis=1)
+
+    def _make_kernel(self) -> Kernel:
+        """The kernel on the rescaled rows (σ · scale); an :class:`InputError` when the bandwidth is so far
+        from the data's scale that the kernel could only be 0 or 1 between rows."""
+        sigma = self.bandwidth_ * self._scale
+        if not _MIN_SCALED_BANDWIDTH <= sigma <= _MAX_SCALED:
+            median = self._median_distance()
+            raise InputError(
+                f"the bandwidth {self.bandwidth_:.3g} is {self.bandwidth_ / median:.1e} times the median distance between "
+                f"rows ({median:.3g}), so the kernel would be constant between rows; use bandwidth='median' (--bandwidth median)"
+            )
+        return make_kernel(self.kernel, sigma)
+
+    def _median_distance(self) -> float:
+        """The median distance between training rows, in the data's units."""
+        return median_bandwidth(self._x, seed=self.seed) / self._scale
+
+    def _warn_if_kernel_is_constant(self) -> None:
+        """All feature terms equal means the kernel is numerically 0 or 1 between distinct rows: the
+        bandwidth is far from the data's scale, and neither term ranks anything."""
+        if self.n_train_ < 3 or np.ptp(self.feature_values_) > 0:
+            return
+        scale = self.bandwidth_ / self.bandwidth_scale if self.bandwidth == "median" else self._median_distance()
+        side = "below" if self.bandwidth_ < scale else "above"
+        warn_if_degenerate(
+            self.feature_values_,
+            "KAIROS feature",
+            f"the kernel is constant between distinct rows because the bandwidth {self.bandwidth_:.3g} is far {side} the "
+            f"median distance between rows ({scale:.3g}); use bandwidth='median' (--bandwidth median)",
+        )
 
     def _publish(self, timings: dict[str, float]) -> None:
         """Recompute the per-row terms from the kept sums (O(N)) and set the fitted attributes."""
@@ -365,7 +448,7 @@ class Kairos(Valuator):
         if self._residuals is None:
             values = self.feature_values_
         else:
-            values = combine_terms(self.feature_values_, self._residuals, self.combine, self.feature_weight)
+            values = combine_terms(self.feature_values_ * (n - 1), self._residuals, self.combine, self.feature_weight)
         components = {"feature": self.feature_values_}
         if self._residuals is not None:
             components["label_residual"] = self._residuals
@@ -381,7 +464,8 @@ def loo_mmd_effect(a: np.ndarray, b: np.ndarray, *, n_train: int) -> np.ndarray:
 
 
 def combine_terms(feature: np.ndarray, residual: np.ndarray, rule: str, feature_weight: float) -> np.ndarray:
-    """Combine the feature value (higher = better) and label residual (higher = worse); see :class:`Kairos`."""
+    """Combine the feature term (higher = better; O(1)-scaled, see :class:`Kairos`) and the label residual
+    (higher = worse) by ``rule``; the z-score rules are invariant to the feature term's scale."""
     if rule == "raw":
         return feature_weight * feature - (1.0 - feature_weight) * residual
     zf, zr = robust_zscore(feature), robust_zscore(residual)

@@ -29,10 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataworth.checks import check_int
+from dataworth.checks import check_int, prepare_data, warn_if_degenerate
+from dataworth.linalg import power_of_two_scale
 from dataworth.progress import progress_iter
 from dataworth.result import ValuationResult
-from dataworth.valuation.base import Valuator, prepare_data
+from dataworth.valuation.base import Valuator
+
+#: Bytes a batch of reference points may use: it holds about this many 8-byte entries per (reference, training) pair.
+_BYTES_PER_PAIR = 6 * 8
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
 
 class KNNShapley(Valuator):
@@ -41,7 +46,8 @@ class KNNShapley(Valuator):
     Parameters
     ----------
     k : K, the number of neighbours of the KNN classifier whose accuracy is shared out.
-    batch_size : reference points per batch; a batch holds a few ``batch_size × N`` arrays (float64/int64).
+    memory_budget : bytes for one batch of reference points; a batch of b points holds about six
+        b × N arrays of 8-byte numbers, so b = memory_budget // (48 N) (at least 1).
     device : ``"cpu"`` or ``"cuda"``.
     progress : show a progress bar over batches.
 
@@ -51,9 +57,11 @@ class KNNShapley(Valuator):
 
     method = "knn-shapley"
 
-    def __init__(self, *, k: int = 5, batch_size: int = 1024, device: str = "cpu", progress: bool = False) -> None:
+    def __init__(
+        self, *, k: int = 5, memory_budget: int = DEFAULT_MEMORY_BUDGET, device: str = "cpu", progress: bool = False
+    ) -> None:
         self.k = k
-        self.batch_size = batch_size
+        self.memory_budget = memory_budget
         self.device = device
         self.progress = progress
 
@@ -67,9 +75,16 @@ class KNNShapley(Valuator):
         self._validate_params()
         data = prepare_data(X, y, reference, method="KNN-Shapley", device=self.device, require_labels=True, min_rows=1)
         self.classes_ = data.classes
+        n = data.x.shape[0]
+        batch_size = max(1, self.memory_budget // (_BYTES_PER_PAIR * n))
         values = knn_shapley_values(
-            data.x, data.codes, data.z, data.ref_codes, k=self.k, batch_size=self.batch_size, progress=self.progress
+            data.x, data.codes, data.z, data.ref_codes, k=self.k, batch_size=batch_size, progress=self.progress
         )
+        if self.k >= n:
+            cause = f"k = {self.k} is at least the number of training rows ({n}), so every row of a class is worth the same; use k < {n}"
+        else:
+            cause = "the reference set has a single class, so every row matches every neighbour; give a reference set with several classes"
+        warn_if_degenerate(values, "KNN-Shapley", cause)
         params = {**self.get_params(), "n_reference": data.z.shape[0]}
         timings = {"total": time.perf_counter() - started}
         self.result_ = ValuationResult(values, self.method, params=params, timings=timings)
@@ -77,7 +92,7 @@ class KNNShapley(Valuator):
 
     def _validate_params(self) -> None:
         check_int(self.k, "k")
-        check_int(self.batch_size, "batch_size")
+        check_int(self.memory_budget, "memory_budget")
 
 
 def knn_shapley_values(
@@ -90,7 +105,13 @@ def knn_shapley_values(
     batch_size: int,
     progress: bool = False,
 ) -> np.ndarray:
-    """Mean over the reference rows ``z`` of the exact KNN-Shapley values of the training rows ``x``."""
+    """Mean over the reference rows ``z`` of the exact KNN-Shapley values of the training rows ``x``.
+
+    The rows are first rescaled by a power of two (:func:`~dataworth.linalg.power_of_two_scale`): the
+    neighbour order is scale-invariant, and the distances then cannot overflow or underflow.
+    """
+    scale = power_of_two_scale(x, z)
+    x, z = x * scale, z * scale
     labels = torch.as_tensor(codes, device=x.device)
     ref_labels = torch.as_tensor(ref_codes, device=x.device)
     rank = torch.arange(1, x.shape[0] + 1, device=x.device, dtype=torch.float64)

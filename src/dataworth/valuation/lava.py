@@ -45,17 +45,26 @@ import math
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from numbers import Real
 from typing import Any
 
 import numpy as np
 import ot
 import torch
 
-from dataworth.checks import DataworthError, InputError, check_choice, check_int, check_positive
+from dataworth.checks import (
+    DataworthError,
+    InputError,
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_positive,
+    prepare_data,
+    warn_if_degenerate,
+)
+from dataworth.linalg import power_of_two_scale
 from dataworth.progress import progress_iter
 from dataworth.result import ValuationResult
-from dataworth.valuation.base import Valuator, prepare_data
+from dataworth.valuation.base import Valuator
 
 SOLVERS = ("annealed", "exact", "sinkhorn")
 EXACT_PIVOTS_PER_POINT = 1000
@@ -123,22 +132,25 @@ class Lava(Valuator):
         started = time.perf_counter()
         self._validate_params()
         data = prepare_data(X, y, reference, method="LAVA", require_labels=True)
-        x, z = data.x.cpu().double().numpy(), data.z.cpu().double().numpy()
+        # Every cost is a squared distance, normalized by their mean before transport, so the duals scale
+        # exactly with scale**2: computed on rows rescaled by a power of two, then scaled back.
+        scale = power_of_two_scale(data.x, data.z)
+        x, z = data.x.cpu().double().numpy() * scale, data.z.cpu().double().numpy() * scale
         self.classes_ = data.classes
         m = z.shape[0]
 
         timings: dict[str, float] = {}
         tick = time.perf_counter()
         feature_cost = squared_distances(x, z)
-        self.class_distances_ = class_distances(
-            feature_cost, data.codes, data.ref_codes, len(data.classes), progress=self.progress
-        )
+        scaled_class_distances = class_distances(feature_cost, data.codes, data.ref_codes, len(data.classes), progress=self.progress)
+        self.class_distances_ = scaled_class_distances / scale / scale
         timings["costs"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        self.cost_scale_ = float(feature_cost.mean()) or 1.0
-        cost = add_label_costs(feature_cost, self.label_weight * self.class_distances_, data.codes, data.ref_codes)
-        cost /= self.cost_scale_
+        self.cost_scale_ = _unscaled(float(feature_cost.mean()), scale) or 1.0
+        scaled_cost_scale = float(feature_cost.mean()) or 1.0
+        cost = add_label_costs(feature_cost, self.label_weight * scaled_class_distances, data.codes, data.ref_codes)
+        cost /= scaled_cost_scale
         if self.solver == "exact":
             distance, potential = solve_exact(cost)
         elif self.solver == "annealed":
@@ -150,6 +162,11 @@ class Lava(Valuator):
 
         self.ot_distance_ = distance * self.cost_scale_
         gradient = calibrated_gradient(potential * self.cost_scale_)
+        if not np.isfinite(gradient).all():
+            _unscaled(np.inf, 1.0)
+        warn_if_degenerate(
+            gradient, "LAVA", "the training rows are indistinguishable to optimal transport (constant features?); check the features"
+        )
         params = {
             **self.get_params(),
             "ot_distance": self.ot_distance_,
@@ -163,10 +180,21 @@ class Lava(Valuator):
 
     def _validate_params(self) -> None:
         check_choice(self.solver, "solver", SOLVERS)
-        if isinstance(self.label_weight, bool) or not isinstance(self.label_weight, Real) or not 0 <= self.label_weight < np.inf:
-            raise InputError(f"label_weight must be a finite number ≥ 0 (0 ignores labels); got {self.label_weight!r}")
+        check_non_negative(self.label_weight, "label_weight", meaning="0 ignores labels")
         check_positive(self.entropic_reg, "entropic_reg")
         check_int(self.max_iter, "max_iter")
+
+
+def _unscaled(squared: float, scale: float) -> float:
+    """A squared distance computed on rows rescaled by ``scale``, in the data's units; an
+    :class:`InputError` when it is beyond float64 (LAVA's values are in units of squared distance)."""
+    value = squared / scale / scale
+    if not np.isfinite(value) or (squared > 0 and value == 0):
+        raise InputError(
+            "LAVA's values are in units of squared distance between rows, and at this feature scale "
+            f"(largest |value| about 2^{-np.log2(scale):.0f}) they do not fit in float64; rescale the features (e.g. standardize them)"
+        )
+    return value
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
