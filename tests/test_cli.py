@@ -243,3 +243,96 @@ def test_bad_params_give_one_line_and_no_output(files, args, message):
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert message in result.stderr, result.stderr
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- hardening regressions
+@pytest.mark.parametrize("spelling", ["same", "dot", "absolute", "symlink", "parent"])
+def test_out_equal_to_an_input_is_refused_and_the_input_kept(tmp_path, planted, spelling, monkeypatch):
+    X, y, Z, y_ref = planted
+    pd.DataFrame(X, columns=list("abcd")).assign(label=y).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(Z, columns=list("abcd")).assign(label=y_ref).to_csv(tmp_path / "r.csv", index=False)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.csv").symlink_to(tmp_path / "t.csv")
+    monkeypatch.chdir(tmp_path)
+    before = (tmp_path / "t.csv").read_bytes()
+    out = {"same": "t.csv", "dot": "./t.csv", "absolute": str(tmp_path / "t.csv"), "symlink": "link.csv",
+           "parent": "sub/../t.csv"}[spelling]
+    result = run("value", "t.csv", "--reference", "r.csv", "--out", out)
+    assert result.exit_code == 2 and "is the same file as TRAIN" in result.stderr, result.stderr
+    assert (tmp_path / "t.csv").read_bytes() == before
+
+
+def test_state_out_equal_to_the_state_or_a_csv_sidecar_on_an_input_is_refused(files):
+    first = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "a.csv",
+                "--state-out", files / "state.npz")
+    assert first.exit_code == 0, first.stderr
+    same = run("update", "--state", files / "state.npz", "--add", files / "new.npz", "--out", files / "b.csv",
+               "--state-out", files / "state.npz")
+    assert same.exit_code == 2 and "--state-out" in same.stderr and "is the same file as --state" in same.stderr
+    (files / "v.csv.json").write_text("{}")
+    sidecar = run("report", files / "v.csv", "--train", files / "train.npz", "--out", files / "v.csv.json")
+    assert sidecar.exit_code == 2
+
+
+def test_a_failing_state_out_leaves_no_output(files):
+    """A --state-out that cannot be written used to leave the values and their sidecar behind."""
+    (files / "s.npz").mkdir()  # a directory where the state file should go
+    result = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "v.csv",
+                 "--state-out", files / "s.npz")
+    assert result.exit_code == 2 and "--state-out is a directory" in result.stderr
+    assert not (files / "v.csv").exists() and not (files / "v.csv.json").exists()
+
+
+def test_a_write_that_fails_midway_leaves_no_output(files, monkeypatch):
+    from dataworth.valuation import Kairos as KairosClass
+
+    def broken(self, path):
+        def write(tmp):
+            raise OSError(28, "No space left on device")
+
+        return {path: write}
+
+    monkeypatch.setattr(KairosClass, "state_files", broken)
+    result = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "v.csv",
+                 "--state-out", files / "s.npz")
+    assert result.exit_code == 2 and result.stderr.startswith("error: cannot write") and "No space left" in result.stderr
+    assert sorted(p.name for p in files.iterdir()) == ["all.npz", "new.npz", "ref.npz", "train.npz"]
+
+
+def test_update_remembers_the_label_column_and_matches_columns_by_name(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    names = list("abcd")
+    pd.DataFrame(X[:30], columns=names).assign(target=y[:30], row_id=range(30)).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(Z, columns=names).assign(target=y_ref).to_csv(tmp_path / "r.csv", index=False)
+    pd.DataFrame(X[30:], columns=names)[["d", "b", "a", "c"]].assign(target=y[30:]).to_csv(tmp_path / "n.csv", index=False)
+    pd.DataFrame(X[30:], columns=["a", "b", "c", "e"]).assign(target=y[30:]).to_csv(tmp_path / "bad.csv", index=False)
+    first = run("value", tmp_path / "t.csv", "--reference", tmp_path / "r.csv", "--out", tmp_path / "v.csv",
+                "--label-column", "target", "--drop-columns", "row_id", "--state-out", tmp_path / "s.npz")
+    assert first.exit_code == 0, first.stderr
+    updated = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "n.csv", "--out", tmp_path / "u.csv")
+    assert updated.exit_code == 0, updated.stderr
+    batch = Kairos(bandwidth=Kairos.load_state(tmp_path / "s.npz").bandwidth_).fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "u.csv")["value"], batch.values_, rtol=0, atol=1e-10)
+    bad = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "bad.csv", "--out", tmp_path / "w.csv")
+    assert bad.exit_code == 2 and "it lacks 'd' and has extra 'e'" in bad.stderr
+    npz_label = run("value", tmp_path / "t.csv", "--reference", tmp_path / "r.csv", "--out", tmp_path / "x.csv",
+                    "--label-column", "target", "--feature-columns", "a,b", "--drop-columns", "row_id")
+    assert npz_label.exit_code == 2 and "not both" in npz_label.stderr
+
+
+def test_degenerate_values_are_one_warning_line(files):
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", files / "k.csv",
+                 "--method", "knn-shapley", "--param", "k=100")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: k = 100 is at least the number of training rows (40)")
+
+
+def test_version_and_help_list_methods_and_their_params():
+    import dataworth
+
+    assert run("--version").stdout == f"dataworth {dataworth.__version__}\n"
+    text = " ".join(run("value", "--help").stdout.split())
+    assert "Valuation method: kairos, lava, knn-shapley, data-oob, loo, tmc-shapley, beta-shapley, banzhaf" in text.replace("│", "").replace("  ", " ") or "kairos, lava" in text
+    for method in ("kairos:", "lava: --param entropic_reg, label_weight, max_iter, solver", "knn-shapley: --param k, memory_budget"):
+        assert method in text.replace("│ ", "").replace(" │", ""), text

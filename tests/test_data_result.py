@@ -1,6 +1,7 @@
 """Loading files, atomic writes, and the result type's save/load round trip."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -103,3 +104,131 @@ def test_check_features_accepts_arrays_tensors_frames_and_keeps_float32():
         check_features(np.ones(3), "X")
     with pytest.raises(InputError, match="must hold numbers"):
         check_features(np.array([["a", "b"]]), "X")
+
+
+# ---------------------------------------------------------------- hardening regressions
+def _frames(planted, order=None, rename=None):
+    X, y, Z, y_ref = planted
+    names = [f"f{i}" for i in range(X.shape[1])]
+    train = pd.DataFrame(X, columns=names)
+    ref = pd.DataFrame(Z, columns=names)
+    if order is not None:
+        ref = ref[[names[i] for i in order]]
+    if rename is not None:
+        ref = ref.rename(columns=rename)
+    return train, y, ref, y_ref
+
+
+def test_a_reference_table_with_reordered_columns_gives_the_same_values(planted):
+    """Tables are matched by column name: the same columns in another order are reordered, not misread."""
+    import dataworth
+
+    train, y, ref, y_ref = _frames(planted)
+    _, _, shuffled, _ = _frames(planted, order=[2, 0, 3, 1])
+    for method in ("kairos", "knn-shapley", "lava"):
+        expected = dataworth.value(train, y, reference=(ref, y_ref), method=method).values
+        got = dataworth.value(train, y, reference=(shuffled, y_ref), method=method).values
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_a_reference_table_with_other_column_names_is_refused(planted):
+    import dataworth
+
+    train, y, ref, y_ref = _frames(planted, rename={"f1": "height"})
+    with pytest.raises(InputError, match=r"the reference set does not have the feature columns of the training set: "
+                                         r"it lacks 'f1' and has extra 'height'"):
+        dataworth.value(train, y, reference=(ref, y_ref))
+
+
+def test_tables_are_matched_by_name_from_files(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    names = [f"f{i}" for i in range(4)]
+    pd.DataFrame(X, columns=names).assign(label=y).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(Z, columns=names)[["f3", "f1", "f0", "f2"]].assign(label=y_ref).to_parquet(tmp_path / "r.parquet")
+    from dataworth import Kairos
+
+    got = Kairos().fit(str(tmp_path / "t.csv"), reference=str(tmp_path / "r.parquet")).values_
+    np.testing.assert_allclose(got, Kairos().fit(X, y, reference=(Z, y_ref)).values_, rtol=0, atol=1e-12)
+
+
+def test_column_selection_and_duplicate_headers(tmp_path, planted):
+    X, y, _, _ = planted
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"]).assign(row_id=np.arange(len(X)), label=y)
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    dropped = load_dataset(tmp_path / "t.csv", drop_columns=["row_id"])
+    assert dropped.columns == ("a", "b", "c", "d")
+    kept = load_dataset(tmp_path / "t.csv", feature_columns=["c", "a"])
+    np.testing.assert_array_equal(kept.X, X[:, [2, 0]])
+    with pytest.raises(InputError, match=r"has no feature column 'zz'"):
+        load_dataset(tmp_path / "t.csv", feature_columns=["zz"])
+    (tmp_path / "dup.csv").write_text("a,a,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(InputError, match=r"duplicate column names: 'a'"):
+        load_dataset(tmp_path / "dup.csv")
+    with pytest.raises(InputError, match=r"TRAIN is a .npz file, which has no named columns, so a label column cannot be chosen"):
+        np.savez(tmp_path / "d.npz", X=X, y=y)
+        load_dataset(tmp_path / "d.npz", label_column="target", name="TRAIN")
+
+
+def test_outputs_are_written_together_or_not_at_all(tmp_path):
+    from dataworth.data import write_together
+
+    def fails(tmp):
+        tmp.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "old.csv").write_text("old")
+    with pytest.raises(FileFormatError, match=r"cannot write .*: No space left on device"):
+        write_together({tmp_path / "old.csv": lambda tmp: tmp.write_text("new"), tmp_path / "b.npz": fails})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.csv"]  # no temporary left, nothing replaced
+    assert (tmp_path / "old.csv").read_text() == "old"
+
+
+def test_no_spelling_of_an_input_is_accepted_as_an_output(tmp_path, monkeypatch):
+    from dataworth.data import check_not_inputs
+
+    (tmp_path / "t.csv").write_text("x")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "t.csv")
+    os.link(tmp_path / "t.csv", tmp_path / "hard.csv")
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("t.csv", "./t.csv", str(tmp_path / "t.csv"), "sub/../t.csv", "link.csv", "hard.csv"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        with pytest.raises(InputError, match=r"--out \(.*\) is the same file as TRAIN"):
+            check_not_inputs({"--out": spelling}, {"TRAIN": "t.csv"})
+    check_not_inputs({"--out": "other.csv"}, {"TRAIN": "t.csv"})
+
+
+def test_result_names_stderr_counts_round_trip_and_short_repr(tmp_path):
+    result = ValuationResult(np.array([1.0, -1.0, 0.5]), "tmc-shapley", names=np.array(["a", "b", "c"]),
+                             stderr=np.array([0.1, 0.2, 0.3]), counts=np.array([5, 5, 5]))
+    for suffix in (".csv", ".parquet"):
+        loaded = ValuationResult.load(result.save(tmp_path / f"r{suffix}"))
+        np.testing.assert_array_equal(loaded.names, ["a", "b", "c"])
+        np.testing.assert_array_equal(loaded.stderr, [0.1, 0.2, 0.3])
+        np.testing.assert_array_equal(loaded.counts, [5, 5, 5])
+    assert repr(result) == "ValuationResult(method='tmc-shapley', rows=3, names, stderr, counts)"
+    with pytest.raises(InputError, match=r"k must be an integer >= 0"):
+        result.lowest(-1)
+    with pytest.raises(InputError, match=r"component name 'stderr' is reserved"):
+        ValuationResult(np.zeros(2), "x", components={"stderr": np.zeros(2)})
+
+
+def test_labels_of_different_kinds_and_unloadable_files_get_clear_messages(tmp_path, planted):
+    import dataworth
+
+    X, y, Z, y_ref = planted
+    with pytest.raises(InputError, match=r"the training labels are numbers \(e.g. \d\) but the reference labels are text \(e.g. 'a'\)"):
+        dataworth.value(X, y, reference=(Z, np.array(["a", "b", "c"])[y_ref]))
+    (tmp_path / "text.npz").write_text("not an archive")
+    with pytest.raises(FileFormatError, match=r"is not an .npz archive .*numpy.savez") as caught:
+        load_dataset(tmp_path / "text.npz")
+    assert "pickle" not in str(caught.value)
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(FileFormatError, match=r"is a directory, not a file"):
+        load_dataset(tmp_path / "dir.npz")
+    (tmp_path / "head.csv").write_text("a,b,label\n")
+    with pytest.raises(InputError, match=r"has no rows \(only a header\)"):
+        load_dataset(tmp_path / "head.csv")
+    with pytest.raises(InputError, match=r"must be numbers or strings; got values of type dict"):
+        dataworth.value(X, np.array([{"a": 1}] * len(X), dtype=object), reference=(Z, y_ref))
+    bf16 = dataworth.value(torch.from_numpy(X).bfloat16(), y, reference=(Z, y_ref)).values
+    assert np.isfinite(bf16).all()

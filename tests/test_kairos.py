@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataworth import InputError, Kairos, value
+from dataworth import DataworthWarning, InputError, Kairos, value
 from dataworth.kernels import make_kernel
 from mmd_oracle import dense_kernel, loo_effects
 from noisy_digits import noisy_digits
@@ -217,3 +217,83 @@ def test_kairos_finds_planted_label_noise():
     X, y, X_ref, y_ref, flipped = noisy_digits(n_ref=300, n_train=600, fraction=0.1)
     est = Kairos().fit(X, y, reference=(X_ref, y_ref))
     assert roc_auc_score(flipped, -est.values_) > 0.95
+
+
+# ---------------------------------------------------------------- hardening regressions
+def test_fitted_state_does_not_alias_the_callers_arrays(planted):
+    X, y, Z, y_ref = planted
+    X_fit, Z_fit = X[:30].copy(), Z.copy()
+    est = Kairos().fit(X_fit, y[:30], reference=(Z_fit, y_ref))
+    X_fit *= 3.0
+    Z_fit *= 3.0
+    est.add(X[30:], y[30:])
+    batch = Kairos(bandwidth=est.bandwidth_).fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(est.values_, batch.values_, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("factor", [2.0**600, 2.0**-600, 1e200, 1e-200])
+def test_values_are_invariant_to_the_scale_of_the_features(planted, factor):
+    """KAIROS with the median bandwidth depends on distances relative to their median only; features ~1e±200
+    used to overflow or underflow (an error about the bandwidth)."""
+    X, y, Z, y_ref = planted
+    base = Kairos().fit(X, y, reference=(Z, y_ref))
+    scaled = Kairos().fit(X * factor, y, reference=(Z * factor, y_ref))
+    np.testing.assert_allclose(scaled.values_, base.values_, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(scaled.bandwidth_ / factor, base.bandwidth_, rtol=1e-12)
+    scaled.add(X[:3] * factor, y[:3])
+    assert np.isfinite(scaled.values_).all()
+
+
+@pytest.mark.parametrize("bandwidth", [1e-3, 1e20])
+def test_a_constant_kernel_is_warned_about(planted, bandwidth):
+    X, y, Z, y_ref = planted
+    X, y = X[13:], y[13:]  # no exact duplicates: every kernel value between rows is exactly 0 (or 1)
+    with pytest.warns(DataworthWarning, match=r"all 27 KAIROS feature values are equal.*bandwidth .* is far (below|above) the median"):
+        Kairos(bandwidth=bandwidth).fit(X, y, reference=(Z, y_ref))
+    with pytest.raises(InputError, match=r"the kernel would be constant between rows; use bandwidth='median'"):
+        Kairos(bandwidth=1e-300).fit(X, y, reference=(Z, y_ref))
+    with pytest.raises(InputError, match=r"the kernel would be constant between rows"):
+        Kairos(bandwidth_scale=1e-200).fit(X, y, reference=(Z, y_ref))
+
+
+def test_the_raw_blend_uses_both_terms():
+    """combine='raw' (the paper's form) used to blend the 1/N-small exact LOO term with the O(1) residual,
+    which left it ~0.001 of the value: feature noise was found at AUROC 0.75. Each term must move the ranking."""
+    from dataworth.evaluation.datasets import load_evaluation_set
+    from dataworth.evaluation.detection import make_task
+    from dataworth.evaluation.metrics import detection_auroc
+
+    digits = load_evaluation_set("digits")
+    found = {}
+    for kind in ("feature-noise", "label-flip"):
+        task = make_task(digits, kind, 0.1, seed=0, max_train=800)
+        paper = Kairos.paper().fit(task.X, task.y, reference=(task.X_ref, task.y_ref))
+        found[kind] = {term: detection_auroc(v, task.corrupted) for term, v in
+                       (("blend", paper.values_), ("feature", paper.feature_values_), ("label", -paper.label_residuals_))}
+    assert found["feature-noise"]["blend"] > max(0.95, found["feature-noise"]["label"] + 0.1)  # the feature term counts
+    assert found["label-flip"]["blend"] > found["label-flip"]["feature"] + 0.2  # and so does the residual
+
+
+def test_the_state_keeps_feature_names_and_add_matches_by_name(planted, tmp_path):
+    import pandas as pd
+
+    X, y, Z, y_ref = planted
+    names = ["a", "b", "c", "d"]
+    est = Kairos().fit(pd.DataFrame(X[:30], columns=names), y[:30], reference=(pd.DataFrame(Z, columns=names), y_ref))
+    loaded = Kairos.load_state(est.save_state(tmp_path / "s.npz"))
+    assert loaded.feature_names_ == tuple(names)
+    loaded.add(pd.DataFrame(X[30:], columns=names)[["d", "c", "b", "a"]], y[30:])
+    batch = Kairos(bandwidth=est.bandwidth_).fit(X, y, reference=(Z, y_ref))
+    np.testing.assert_allclose(loaded.values_, batch.values_, rtol=0, atol=1e-10)
+    with pytest.raises(InputError, match=r"the new rows does not have the feature columns of the fitted training set: it lacks 'a'"):
+        loaded.add(pd.DataFrame(X[30:], columns=["x", "b", "c", "d"]), y[30:])
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"seed": -7}, "seed must be an integer >= 0"), ({"seed": 1.5}, "seed must be an integer"),
+    ({"memory_budget": -5}, "memory_budget must be an integer >= 1"), ({"memory_budget": "abc"}, "memory_budget must be an integer"),
+])
+def test_bad_seed_and_memory_budget_are_input_errors(planted, params, message):
+    X, y, Z, y_ref = planted
+    with pytest.raises(InputError, match=message):
+        Kairos(**params).fit(X, y, reference=(Z, y_ref))

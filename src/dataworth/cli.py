@@ -137,7 +137,7 @@ def value(
     out_path, state_path = _output_paths(out, state_out, inputs={"TRAIN": train, "--reference": reference})
     columns = _column_options(label_column, feature_columns, drop_columns)
     train_data = load_dataset(train, **columns, name="TRAIN")
-    ref_data = load_dataset(reference, **columns, name="REF")
+    ref_data = load_dataset(reference, **columns, name="REF", absent_drops_ok=True)
     if "progress" in cls().get_params():
         params["progress"] = True
     estimator = cls(**params).fit(train_data, reference=ref_data)
@@ -162,7 +162,7 @@ def update(
     _check_term(term, estimator.method)
     if label_column is None and Path(add).suffix.lower() in TABLE_SUFFIXES:
         label_column = getattr(estimator, "label_column_", None)
-    new_data = load_dataset(add, **_column_options(label_column, feature_columns, drop_columns), name="NEW")
+    new_data = load_dataset(add, **_column_options(label_column, feature_columns, drop_columns), name="NEW", absent_drops_ok=True)
     estimator.add(new_data)
     _write(estimator, term, out_path, state_path)
 

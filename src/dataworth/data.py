@@ -97,12 +97,14 @@ def load_dataset(
     feature_columns: Sequence[str] | None = None,
     drop_columns: Sequence[str] | None = None,
     name: str = "input",
+    absent_drops_ok: bool = False,
 ) -> Dataset:
     """Read a dataset file; ``name`` is used in error messages (e.g. ``TRAIN``).
 
     Tables (.csv/.parquet) hold numeric feature columns and a label column (``label_column``,
     ``"label"`` by default); ``feature_columns`` keeps only the named feature columns,
-    ``drop_columns`` removes some (e.g. an id column). These three options apply to tables only.
+    ``drop_columns`` removes some (e.g. an id column; with ``absent_drops_ok`` a file may lack
+    them, as a reference set may lack the training set's id column). These options apply to tables only.
     """
     path = existing_file(path, name, DATASET_SUFFIXES)
     suffix = path.suffix.lower()
@@ -119,7 +121,10 @@ def load_dataset(
     label_column = DEFAULT_LABEL_COLUMN if label_column is None else label_column
     if label_column not in table.columns:
         raise InputError(f"{name} has no label column {label_column!r} ({_column_hint(label_column, table.columns)}); pass --label-column")
-    features = _select_features(table.drop(columns=[label_column]), feature_columns, drop_columns, name)
+    features = table.drop(columns=[label_column])
+    if absent_drops_ok and drop_columns is not None:
+        drop_columns = [c for c in drop_columns if c in features.columns]
+    features = _select_features(features, feature_columns, drop_columns, name)
     if len(table) == 0:
         raise InputError(f"{name} has no rows (only a header): {path}")
     non_numeric = [str(c) for c, dt in features.dtypes.items() if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)]
@@ -306,14 +311,14 @@ def _select_features(
     if chosen is None:
         return features
     chosen = [str(c) for c in chosen]
+    if keep is not None and not chosen:
+        raise InputError("--feature-columns names no column")
     absent = [c for c in chosen if c not in features.columns]
     if absent:
         raise InputError(f"{name} has no feature column {_names(absent)} ({_column_hint(absent[0], features.columns)})")
     if _duplicates(chosen):
         raise InputError(f"column {_names(_duplicates(chosen))} is named twice")
     if keep is not None:
-        if not chosen:
-            raise InputError("--feature-columns names no column")
         return features[chosen]
     return features.drop(columns=chosen)
 

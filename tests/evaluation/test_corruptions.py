@@ -87,3 +87,14 @@ def test_disjoint_masks_and_clear_errors(data):
         c.add_feature_noise(X, 0.6, scale=1.0, seed=2, eligible=~first)
     with pytest.raises(InputError, match="fraction must lie in"):
         c.flip_labels(y, 1.5, seed=0)
+
+
+def test_seeds_draw_independent_streams():
+    """With default_rng(seed + 1) for the new labels, seed s drew them from seed s + 1's row stream."""
+    from dataworth.evaluation.corruptions import _streams
+
+    rows_1, _ = _streams(1)
+    _, contents_0 = _streams(0)
+    assert not np.array_equal(rows_1.integers(0, 2**31, 16), contents_0.integers(0, 2**31, 16))
+    a, b = _streams(5)
+    assert not np.array_equal(a.integers(0, 2**31, 16), b.integers(0, 2**31, 16))

@@ -125,3 +125,15 @@ def test_bench_detect_command_resumes_from_its_checkpoint_and_removes_it(tmp_pat
     rows = pd.read_json(tmp_path / "results.json")
     assert rows.loc[rows.seed == 0, "auroc"].item() == 0.123 and rows.loc[rows.seed == 1, "auroc"].item() > 0.5
     assert not (tmp_path / "results.partial.jsonl").exists()
+
+
+def test_a_failed_bench_detect_leaves_no_output_directory(tmp_path):
+    out = tmp_path / "a" / "results"
+    bad_method = CliRunner().invoke(app, ["bench", "detect", "--methods", "kairos,bogus", "--out", str(out)])
+    assert bad_method.exit_code == 2 and "unknown method(s) 'bogus'" in bad_method.stderr
+    one_class = tmp_path / "one.csv"
+    pd.DataFrame({"f": np.arange(30.0), "label": 0}).to_csv(one_class, index=False)
+    failed_run = CliRunner().invoke(app, ["bench", "detect", "--dataset", str(one_class), "--methods", "kairos",
+                                          "--seeds", "1", "--out", str(out)])
+    assert failed_run.exit_code == 2 and failed_run.stderr.startswith("error: "), failed_run.stderr
+    assert not (tmp_path / "a").exists()

@@ -102,3 +102,19 @@ def test_no_out_of_bag_row_at_all_is_an_input_error():
         DataOOB(n_estimators=1, seed=0).fit(X, y)  # this seed draws both rows
     with pytest.raises(InputError, match=r"at least 2 training rows"):
         DataOOB().fit(X[:1], y[:1])
+
+
+@pytest.mark.parametrize("factor", [2.0**600, 2.0**-600])
+def test_default_trees_are_invariant_to_the_scale_of_the_features(planted, factor):
+    """scikit-learn's trees work in float32: features ×1e200 raised a ValueError, ×1e-200 were all 0."""
+    X, y, _, _ = planted
+    base = DataOOB(n_estimators=30).fit(X, y).values_
+    np.testing.assert_array_equal(DataOOB(n_estimators=30).fit(X * factor, y).values_, base)
+
+
+def test_an_estimator_that_refuses_the_data_is_an_input_error(planted):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, _, _ = planted
+    with pytest.raises(InputError, match=r"reaches \|value\| .*e\+301, beyond the float32 range .*; rescale the features"):
+        DataOOB(n_estimators=5, estimator=LogisticRegression()).fit(X * 1e300, y)

@@ -238,3 +238,20 @@ def test_threaded_class_distances_leave_the_warning_filters_alone():
     for _ in range(10):
         Lava().fit(X, y, reference=(Z, y_ref))
         assert warnings.filters == before
+
+
+def test_values_scale_exactly_with_squared_feature_scale_and_overflow_is_an_error(planted):
+    X, y, Z, y_ref = planted
+    base = Lava().fit(X, y, reference=(Z, y_ref)).values_
+    np.testing.assert_allclose(Lava().fit(X * 2.0**300, y, reference=(Z * 2.0**300, y_ref)).values_, base * 2.0**600, rtol=1e-9)
+    for factor in (1e200, 1e-200):
+        with pytest.raises(InputError, match=r"LAVA's values are in units of squared distance .* do not fit in float64; rescale"):
+            Lava().fit(X * factor, y, reference=(Z * factor, y_ref))
+
+
+def test_constant_features_are_warned_about(planted):
+    from dataworth import DataworthWarning
+
+    _, y, _, y_ref = planted
+    with pytest.warns(DataworthWarning, match=r"all 40 LAVA values are equal"):
+        Lava().fit(np.ones((40, 4)), y, reference=(np.ones((25, 4)), y_ref))

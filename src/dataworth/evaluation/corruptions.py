@@ -29,7 +29,7 @@ def sample_rows(n: int, fraction: float, *, seed: int, eligible: np.ndarray | No
     if count > candidates.size:
         raise InputError(f"cannot corrupt {count} rows: only {candidates.size} rows are eligible")
     mask = np.zeros(n, dtype=bool)
-    mask[np.random.default_rng(seed).choice(candidates, size=count, replace=False)] = True
+    mask[_streams(seed)[0].choice(candidates, size=count, replace=False)] = True
     return mask
 
 
@@ -42,7 +42,7 @@ def flip_labels(
         raise InputError("label flips need at least 2 classes")
     mask = sample_rows(len(y), fraction, seed=seed, eligible=eligible)
     flipped = y.copy()
-    flipped[mask] = _other_labels(y[mask], classes, np.random.default_rng(seed + 1))
+    flipped[mask] = _other_labels(y[mask], classes, _content_rng(seed))
     return flipped, mask
 
 
@@ -71,7 +71,7 @@ def add_feature_noise(
     """Add Gaussian noise with standard deviation ``scale × (per-feature std of X)`` to a ``fraction`` of rows."""
     mask = sample_rows(len(X), fraction, seed=seed, eligible=eligible)
     noisy = np.array(X, dtype=np.float64, copy=True)
-    noise = np.random.default_rng(seed + 1).normal(size=(int(mask.sum()), X.shape[1]))
+    noise = _content_rng(seed).normal(size=(int(mask.sum()), X.shape[1]))
     noisy[mask] += noise * (scale * X.std(axis=0))
     return noisy, mask
 
@@ -128,7 +128,7 @@ def insert_trigger_token(
     """Text backdoor: insert a rare ``token`` at a random word position in a ``fraction`` of documents
     not labelled ``target`` and relabel them ``target``. Embed the texts afterwards."""
     mask, labels = _poisoned_rows(np.asarray(y), fraction, target=target, seed=seed, eligible=eligible)
-    rng = np.random.default_rng(seed + 1)
+    rng = _content_rng(seed)
     poisoned = list(texts)
     for i in np.flatnonzero(mask):
         words = poisoned[i].split(" ")
@@ -151,7 +151,7 @@ def add_duplicates(
     label than its original. The mask marks the appended copies."""
     n = len(X)
     source = np.flatnonzero(sample_rows(n, fraction, seed=seed))
-    rng = np.random.default_rng(seed + 1)
+    rng = _content_rng(seed)
     copies = np.array(X[source], dtype=np.float64)
     if noise > 0:
         copies += rng.normal(size=copies.shape) * (noise * X.std(axis=0))
@@ -172,11 +172,25 @@ def add_out_of_distribution(
     count = int(round(fraction * len(X)))
     if count > len(X_other):
         raise InputError(f"need {count} out-of-distribution rows but X_other has {len(X_other)}")
-    rng = np.random.default_rng(seed)
+    rng = _content_rng(seed)
     rows = rng.choice(len(X_other), size=count, replace=False)
     labels = rng.choice(np.unique(y), size=count)
     mask = np.concatenate([np.zeros(len(X), dtype=bool), np.ones(count, dtype=bool)])
     return np.vstack([X, X_other[rows]]), np.concatenate([y, labels]), mask
+
+
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Two independent generators for one seed: which rows are corrupted, and what they become.
+
+    Spawned from ``SeedSequence(seed)``, so no stream of one seed is a stream of another (with
+    ``default_rng(seed + 1)`` the contents of seed s were drawn as the rows of seed s + 1).
+    """
+    rows, contents = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(rows), np.random.default_rng(contents)
+
+
+def _content_rng(seed: int) -> np.random.Generator:
+    return _streams(seed)[1]
 
 
 def _other_labels(labels: np.ndarray, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -41,7 +41,7 @@ def report_from_files(
     groups = None if mask is None else groups_from_mask(load_array(mask, name="MASK"))
     removal = None
     if reference is not None:
-        removal = removal_curves(result, data, load_dataset(reference, **columns, name="REF"))
+        removal = removal_curves(result, data, load_dataset(reference, **columns, name="REF", absent_drops_ok=True))
     return write_report(
         out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
         features=np.asarray(data.X), removal=removal, title=f"dataworth report: {Path(values).name}",

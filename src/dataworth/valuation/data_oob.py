@@ -67,6 +67,11 @@ class DataOOB(Valuator):
             estimator, x = DecisionTreeClassifier(), x * power_of_two_scale(x)
         else:
             estimator = self.estimator
+            if np.abs(x).max() > np.finfo(np.float32).max:
+                raise InputError(
+                    f"the training set reaches |value| {np.abs(x).max():.3g}, beyond the float32 range that scikit-learn "
+                    "models may compute in; rescale the features (e.g. standardize them)"
+                )
         self.ensemble_ = BaggingClassifier(estimator, n_estimators=self.n_estimators, bootstrap=True, random_state=self.seed)
         try:
             self.ensemble_.fit(x, labels)

@@ -39,9 +39,11 @@ from dataworth.checks import (
     check_choice,
     check_features,
     check_fraction,
+    check_int,
     check_labels,
     check_positive,
     check_same_width,
+    check_seed,
     encode_labels,
     prepare_data,
     warn_if_degenerate,
@@ -336,6 +338,8 @@ class Kairos(Valuator):
             check_positive(self.bandwidth, "bandwidth")
         check_positive(self.bandwidth_scale, "bandwidth_scale")
         check_positive(self.label_ridge, "label_ridge")
+        check_seed(self.seed)
+        check_int(self.memory_budget, "memory_budget")
         check_fraction(self.feature_weight, "feature_weight")
 
     def _kernel_sums(

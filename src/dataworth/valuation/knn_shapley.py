@@ -23,13 +23,14 @@ mean of s over the reference points, so it sums to the mean of U(full training s
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataworth.checks import check_int, prepare_data, warn_if_degenerate
+from dataworth.checks import DataworthWarning, check_int, prepare_data, warn_if_degenerate
 from dataworth.linalg import power_of_two_scale
 from dataworth.progress import progress_iter
 from dataworth.result import ValuationResult
@@ -81,10 +82,15 @@ class KNNShapley(Valuator):
             data.x, data.codes, data.z, data.ref_codes, k=self.k, batch_size=batch_size, progress=self.progress
         )
         if self.k >= n:
-            cause = f"k = {self.k} is at least the number of training rows ({n}), so every row of a class is worth the same; use k < {n}"
+            warnings.warn(
+                f"k = {self.k} is at least the number of training rows ({n}): every training row is a neighbour of every "
+                f"reference row, so all rows of a class get the same KNN-Shapley value; use k < {n}",
+                DataworthWarning,
+                stacklevel=2,
+            )
         else:
             cause = "the reference set has a single class, so every row matches every neighbour; give a reference set with several classes"
-        warn_if_degenerate(values, "KNN-Shapley", cause)
+            warn_if_degenerate(values, "KNN-Shapley", cause)
         params = {**self.get_params(), "n_reference": data.z.shape[0]}
         timings = {"total": time.perf_counter() - started}
         self.result_ = ValuationResult(values, self.method, params=params, timings=timings)
