@@ -6,6 +6,7 @@ from dataworth.data import Dataset, load_dataset
 from dataworth.result import ValuationResult
 from dataworth.valuation import (
     METHODS,
+    BernoulliSampler,
     BetaShapley,
     DataBanzhaf,
     DataOOB,
@@ -13,18 +14,28 @@ from dataworth.valuation import (
     KNNShapley,
     Lava,
     LeaveOneOut,
+    MaxSamples,
+    MaxTime,
     NotFittedError,
+    Semivalue,
+    StderrBelow,
     TMCShapley,
+    load_state,
 )
 
 __all__ = [
     "METHODS",
+    "BernoulliSampler",
     "BetaShapley",
     "DataBanzhaf",
     "DataOOB",
     "KNNShapley",
     "Lava",
     "LeaveOneOut",
+    "MaxSamples",
+    "MaxTime",
+    "Semivalue",
+    "StderrBelow",
     "TMCShapley",
     "DataworthError",
     "DataworthWarning",
@@ -35,6 +46,7 @@ __all__ = [
     "NotFittedError",
     "ValuationResult",
     "load_dataset",
+    "load_state",
     "value",
 ]
 __version__ = "0.1.0"

@@ -2,19 +2,47 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 from dataworth.checks import InputError
+from dataworth.data import load_dataset
 from dataworth.result import ValuationResult
 from dataworth.valuation import METHODS
 
 
-def value(X: Any, y: Any = None, *, reference: Any, method: str = "kairos", **params: Any) -> ValuationResult:
+def value(
+    X: Any,
+    y: Any = None,
+    *,
+    reference: Any,
+    method: str = "kairos",
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    drop_columns: Sequence[str] | None = None,
+    **params: Any,
+) -> ValuationResult:
     """Value every row of ``X`` against ``reference`` with ``method``; ``params`` go to its constructor.
+
+    ``X`` and ``reference`` may be file paths; ``label_column``, ``feature_columns`` and ``drop_columns``
+    then choose the columns of a .csv/.parquet file (as the command line's options do).
 
     >>> result = dataworth.value(X, y, reference=(X_ref, y_ref))
     >>> result.lowest(10)   # the ten rows most likely to be mislabeled, noisy or poisoned
+    >>> dataworth.value("train.csv", reference="ref.csv", label_column="target", drop_columns=["id"])
     """
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
-    return METHODS[method](**params).fit(X, y, reference=reference).result_
+    cls = METHODS[method]
+    unknown = sorted(set(params) - set(cls().get_params()))
+    if unknown:
+        raise InputError(f"{method} has no parameter {', '.join(map(repr, unknown))}; it has {', '.join(sorted(cls().get_params()))}")
+    columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns}
+    if isinstance(X, (str, os.PathLike)):
+        X = load_dataset(X, **columns, name="the training file")
+    elif any(v is not None for v in columns.values()):
+        raise InputError("label_column, feature_columns and drop_columns choose columns of a file; X is not a file path")
+    if isinstance(reference, (str, os.PathLike)):
+        reference = load_dataset(reference, **columns, name="the reference file", absent_drops_ok=True)
+    return cls(**params).fit(X, y, reference=reference).result_

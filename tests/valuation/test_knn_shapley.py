@@ -45,6 +45,7 @@ def small_problem(n, seed, n_ref=4, n_classes=2):
 
 @pytest.mark.parametrize("k", [1, 3, 5])
 @pytest.mark.parametrize("n", [1, 4, 7, 9])  # n < K included: the paper's s_N = m_N / N assumes N ≥ K
+@pytest.mark.filterwarnings("ignore:k = .* is at least the number of training rows")  # on purpose here
 def test_equals_brute_force_shapley(n, k):
     X, y, Z, y_ref = small_problem(n, seed=10 * n + k, n_classes=3 if n > 5 else 2)
     est = KNNShapley(k=k).fit(X, y, reference=(Z, y_ref))
@@ -64,6 +65,7 @@ def test_ties_are_broken_by_training_index(k):
 
 
 @pytest.mark.parametrize("k", [1, 5, 400])
+@pytest.mark.filterwarnings("ignore:k = .* is at least the number of training rows")  # on purpose here
 def test_efficiency_values_sum_to_full_utility(k):
     rng = np.random.default_rng(7)
     X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)

@@ -31,7 +31,9 @@ def test_bernoulli_masks_are_seeded_boolean_and_stream_the_same_rows():
     assert masks.mean() == pytest.approx(0.3, abs=4 * math.sqrt(0.3 * 0.7 / masks.size))
 
 
-@pytest.mark.parametrize("sampler", [BernoulliSampler(0.3), BernoulliSampler(0.5), BetaBernoulliSampler(16, 1), BetaBernoulliSampler(1, 4)])
+@pytest.mark.parametrize(
+    "sampler", [BernoulliSampler(0.3), BernoulliSampler(0.5), BetaBernoulliSampler(16, 1), BetaBernoulliSampler(1, 4)]
+)
 def test_subset_sizes_follow_the_coefficient(sampler):
     """P(|S| = k) over K players is C(K, k)·p(k) of a game with K + 1 players (the K others of one)."""
     k_players, m = 6, 20_000

@@ -2,20 +2,33 @@
 of closed-form games and of a retrained logistic regression, with the textbook weights written here."""
 
 import itertools
+import json
 import math
+import time
+import warnings
 
 import numpy as np
 import pytest
 from scipy.special import beta as beta_fn
 from sklearn.base import clone
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from dataworth.checks import FileFormatError, InputError
+from dataworth.checkpoint import Checkpoint
+from dataworth.checks import DataworthWarning, FileFormatError, InputError, prepare_data
 from dataworth.result import ValuationResult
-from dataworth.valuation.base import prepare_data
-from dataworth.valuation.semivalues import MIN_SAMPLES, BetaShapley, DataBanzhaf, LeaveOneOut, TMCShapley
-from dataworth.valuation.utility import ModelUtility
+from dataworth.valuation.samplers import (
+    BernoulliSampler,
+    BetaBernoulliSampler,
+    FlipSampler,
+    MSRSampler,
+    PermutationSampler,
+)
+from dataworth.valuation.semivalues import BetaShapley, DataBanzhaf, LeaveOneOut, Semivalue, TMCShapley
+from dataworth.valuation.stopping import MIN_SAMPLES, MaxSamples, MaxTime, StderrBelow
+from dataworth.valuation.utility import CachedUtility, ModelUtility, default_model
 
 N = 7
 
@@ -68,7 +81,7 @@ SEMIVALUES = {
 # Sample sizes at which every nonzero 0/1 marginal of the games below occurs ~10 times or more: error
 # bars from the sample variance are trustworthy only once the rare pivotal subsets have been seen.
 ESTIMATORS = {
-    "shapley": lambda seed=0: TMCShapley(n_permutations=300, truncation_tolerance=0, seed=seed),
+    "shapley": lambda seed=0: TMCShapley(n_permutations=1200, truncation_tolerance=0, seed=seed),
     "banzhaf": lambda seed=0: DataBanzhaf(n_samples=2000, seed=seed),
     "beta(16,1)": lambda seed=0: BetaShapley(alpha=16, beta=1, n_samples=2000, seed=seed),
     "beta(1,4)": lambda seed=0: BetaShapley(alpha=1, beta=4, n_samples=300, seed=seed),
@@ -83,8 +96,22 @@ GAMES = {
 }
 
 
+SAMPLERS = {
+    "shapley": PermutationSampler(),
+    "banzhaf": MSRSampler(BernoulliSampler(0.5)),
+    "beta(16,1)": FlipSampler(BetaBernoulliSampler(16, 1)),
+    "beta(1,4)": FlipSampler(BetaBernoulliSampler(1, 4)),
+}
+
+
+def size_profile_game(s):
+    """Player 0 is pivotal in subsets of at most 2 rows, player 1 in subsets of at least N − 1, player 2
+    in subsets of exactly 4: semivalues weigh subset sizes differently, so here they disagree widely."""
+    return float(0 in s and len(s) <= 2) + float(1 in s and len(s) >= N - 1) + float(2 in s and len(s) == 4)
+
+
 def assert_within_error_bars(result, exact, max_stderr):
-    stderr = result.components["stderr"]
+    stderr = result.stderr
     assert stderr.max() < max_stderr  # the bars are tight enough for the check to mean something
     np.testing.assert_array_less(np.abs(result.values - exact), 4 * stderr + 1e-9)
 
@@ -101,6 +128,13 @@ def test_oracle_matches_closed_forms_of_the_threshold_game():
     game = GAMES["at-least-two"]
     np.testing.assert_allclose(exact_semivalues(game, N, shapley_size_weight), 1 / N, atol=1e-12)
     np.testing.assert_allclose(exact_semivalues(game, N, banzhaf_size_weight), (N - 1) / 2 ** (N - 1), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SEMIVALUES)
+def test_each_sampler_estimates_the_semivalue_its_coefficient_names(name):
+    """coefficient × sampler: C(n−1, k)·p(k) of the sampler is the oracle's weight of subsets of size k."""
+    for k in range(N):
+        assert math.comb(N - 1, k) * SAMPLERS[name].coefficient(N, k) == pytest.approx(SEMIVALUES[name](N, k + 1), rel=1e-12)
 
 
 def test_semivalues_of_the_voting_game_differ():
@@ -121,12 +155,23 @@ def test_estimates_lie_within_their_error_bars_of_exact_enumeration(name, game):
     assert_within_error_bars(est.result_, exact, max_stderr=0.05)
 
 
+@pytest.mark.parametrize("name", ["shapley", "banzhaf", "beta(16,1)"])
+def test_each_estimator_matches_its_own_semivalue_and_no_other(name):
+    """Within 4 standard errors of its own exact values and more than 6 from every other semivalue's
+    on some player: the error-bar checks would catch an estimator of the wrong semivalue."""
+    exact = {other: exact_semivalues(size_profile_game, N, SEMIVALUES[other]) for other in ("shapley", "banzhaf", "beta(16,1)")}
+    result = ESTIMATORS[name]().fit_game(size_profile_game, N).result_
+    assert_within_error_bars(result, exact[name], max_stderr=0.05)
+    for other in set(exact) - {name}:
+        assert (np.abs(result.values - exact[other]) / result.stderr).max() > 6, other
+
+
 @pytest.mark.parametrize("name", ["shapley", "beta(16,1)"])
 def test_marginal_samplers_are_exact_on_additive_games(name):
     """Every marginal contribution of an additive game is w_i, so the estimate has no variance."""
     est = ESTIMATORS[name]().fit_game(GAMES["additive"], N)
     np.testing.assert_allclose(est.values_, WEIGHTS, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(est.result_.components["stderr"], 0, atol=1e-12)
+    np.testing.assert_allclose(est.result_.stderr, 0, atol=1e-12)
 
 
 def test_leave_one_out_of_closed_form_games():
@@ -137,24 +182,108 @@ def test_leave_one_out_of_closed_form_games():
     assert loo.n_evaluations_ == N + 1
 
 
-def test_truncation_is_exact_and_cheaper_when_the_tail_adds_nothing():
-    """In 1[|S| ≥ 2] every prefix past size 2 already has U(D), so truncating there loses nothing
-    and only ∅, D, singletons and pairs are ever evaluated."""
+@pytest.mark.parametrize("patience", [0, 1, 2])
+def test_truncation_is_exact_and_cheaper_when_the_tail_adds_nothing(patience):
+    """In 1[|S| ≥ 2] every prefix from size 2 on has U(D), so truncating there loses nothing; a
+    permutation stops after more than ``patience`` such prefixes, i.e. after size 2 + patience, so only
+    D and subsets of at most 2 + patience rows are ever evaluated."""
     game = GAMES["at-least-two"]
     full = TMCShapley(n_permutations=200, truncation_tolerance=0).fit_game(game, N)
-    cut = TMCShapley(n_permutations=200, truncation_tolerance=0.01).fit_game(game, N)
+    cut = TMCShapley(n_permutations=200, truncation_tolerance=0.01, truncation_patience=patience).fit_game(game, N)
     np.testing.assert_array_equal(cut.values_, full.values_)
-    assert cut.n_evaluations_ <= 2 + N + math.comb(N, 2) < full.n_evaluations_
+    largest = 2 + patience
+    assert (
+        sum(math.comb(N, k) for k in range(largest)) < cut.n_evaluations_ <= 1 + sum(math.comb(N, k) for k in range(largest + 1))
+    )
+    assert cut.n_evaluations_ < full.n_evaluations_
+
+
+def test_truncation_is_tested_only_after_a_player_joins():
+    """U(∅) = U(D) = 1: the rule used to be tested on the empty prefix, which ended every permutation
+    before its first player (values 0, standard errors 0). Ghorbani & Zou's code (DShap.py,
+    ``one_iteration``) tests a prefix only after a player joins, with a patience of 5."""
+    game = lambda s: 1.0 + float(0 in s) - float(1 in s)  # noqa: E731
+    est = TMCShapley(n_permutations=200).fit_game(game, 6)
+    np.testing.assert_allclose(est.values_, [1, -1, 0, 0, 0, 0], rtol=0, atol=1e-12)
 
 
 def test_stderr_tolerance_stops_at_the_first_sample_that_meets_it():
     tolerance = 0.03
     early = TMCShapley(n_permutations=10_000, truncation_tolerance=0, stderr_tolerance=tolerance).fit_game(GAMES["voting"], N)
     assert MIN_SAMPLES < early.n_samples_ < 10_000
-    assert early.result_.components["stderr"].max() <= tolerance
-    np.testing.assert_array_equal(early.result_.components["count"], early.n_samples_)
+    assert early.result_.stderr.max() <= tolerance
+    np.testing.assert_array_equal(early.result_.counts, early.n_samples_)
     one_less = TMCShapley(n_permutations=early.n_samples_ - 1, truncation_tolerance=0).fit_game(GAMES["voting"], N)
-    assert one_less.result_.components["stderr"].max() > tolerance
+    assert one_less.result_.stderr.max() > tolerance
+
+
+def test_stderr_tolerance_waits_for_rare_marginals():
+    """U = 1 on the subset {0} only: a permutation has nonzero marginals only when it starts with player 0
+    (1 in 20). The first MIN_SAMPLES permutations of this seed never do, so all their samples are 0
+    with standard error 0, which used to stop the run there with every value 0."""
+    n = 20
+    game = lambda s: float(list(s) == [0])  # noqa: E731
+    first = TMCShapley(n_permutations=MIN_SAMPLES, truncation_tolerance=0).fit_game(game, n)
+    assert not first.values_.any() and not first.result_.stderr.any()
+    est = TMCShapley(n_permutations=100_000, truncation_tolerance=0, stderr_tolerance=0.02).fit_game(game, n)
+    assert MIN_SAMPLES < est.n_samples_ < 100_000 and est.result_.stderr.max() <= 0.02
+    assert est.values_[0] == pytest.approx(1 / n, abs=4 * est.result_.stderr[0])
+    # rows never yet pivotal count as converged by the rule of three only: √3·R/n ≤ 0.02, range R = 2
+    assert est.n_samples_ >= math.sqrt(3) * 2 / 0.02
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        TMCShapley(n_permutations=200, truncation_tolerance=0, stderr_tolerance=0.1),
+        BetaShapley(n_samples=200, stopping=StderrBelow(0.1)),
+        DataBanzhaf(n_samples=200, stopping=StderrBelow(0.1)),
+    ],
+)
+def test_a_game_whose_samples_are_all_zero_is_never_declared_converged(estimator):
+    """Samples that are all 0 carry no scale for an error bar: only the sample cap ends the run."""
+    assert estimator.fit_game(lambda s: 0.0, 5).n_samples_ == 200
+
+
+def test_banzhaf_stops_on_its_stopping_rule():
+    est = DataBanzhaf(n_samples=10_000, stopping=StderrBelow(0.05)).fit_game(GAMES["voting"], N)
+    assert MIN_SAMPLES < est.n_samples_ < 10_000 and est.result_.stderr.max() <= 0.05
+    np.testing.assert_array_equal(est.result_.counts, est.n_samples_)
+
+
+def test_max_time_ends_a_run_of_slow_evaluations():
+    """Each distinct subset of 30 players takes ≥ 10 ms, so 0.2 s allow at most 21 samples."""
+
+    def slow(subset):
+        time.sleep(0.01)
+        return float(len(subset))
+
+    est = Semivalue(sampler=MSRSampler(), stopping=MaxTime(0.2) | MaxSamples(10_000)).fit_game(slow, 30)
+    assert 1 <= est.n_samples_ <= 21
+
+
+@pytest.mark.parametrize(
+    ("named", "generic"),
+    [
+        (
+            TMCShapley(n_permutations=40, seed=3),
+            Semivalue(sampler=PermutationSampler(0.01, 5, seed=3), stopping=MaxSamples(40)),
+        ),
+        (
+            BetaShapley(alpha=4, beta=2, n_samples=40, seed=3),
+            Semivalue(sampler=FlipSampler(BetaBernoulliSampler(4, 2, seed=3)), stopping=MaxSamples(40)),
+        ),
+        (
+            DataBanzhaf(n_samples=40, seed=3),
+            Semivalue(sampler=MSRSampler(BernoulliSampler(0.5, seed=3)), stopping=MaxSamples(40)),
+        ),
+    ],
+)
+def test_the_named_estimators_are_configurations_of_semivalue(named, generic):
+    a, b = named.fit_game(GAMES["voting"], N).result_, generic.fit_game(GAMES["voting"], N).result_
+    for field in ("values", "stderr", "counts"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert a.method == named.method and b.method == "semivalue"
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
@@ -162,7 +291,7 @@ def test_same_seed_same_numbers(name, tmp_path):
     game = GAMES["voting"]
     first, again, other = (ESTIMATORS[name](seed).fit_game(game, N) for seed in (3, 3, 4))
     np.testing.assert_array_equal(first.values_, again.values_)
-    np.testing.assert_array_equal(first.result_.components["stderr"], again.result_.components["stderr"])
+    np.testing.assert_array_equal(first.result_.stderr, again.result_.stderr)
     assert not np.array_equal(first.values_, other.values_)
     loaded = ValuationResult.load(first.result_.save(tmp_path / "values.parquet"))
     np.testing.assert_array_equal(loaded.values, first.values_)
@@ -178,13 +307,14 @@ def reference_accuracy(X, y, Z, y_ref, subset):
         return max(np.mean(y_ref == c) for c in np.unique(y_ref))
     if len(set(y[subset])) == 1:
         return np.mean(y_ref == y[subset][0])
-    return LogisticRegression(max_iter=1000).fit(X[subset], y[subset]).score(Z, y_ref)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    return model.fit(X[subset], y[subset]).score(Z, y_ref)
 
 
 @pytest.fixture(scope="module")
 def task():
     """Seven labelled rows (row 6 mislabelled), a reference set, and U of all 2^7 subsets."""
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(9)
     y = np.array(["cat", "dog", "cat", "dog", "cat", "dog", "dog"])
     centers = {"cat": np.array([1.5, 0.0, 0.0]), "dog": np.array([-1.5, 0.0, 0.0])}
     X = np.stack([centers[c] for c in y]) + rng.normal(size=(N, 3))
@@ -225,6 +355,105 @@ def test_retrained_estimates_lie_within_their_error_bars_of_exact_enumeration(ta
         assert est.values_.sum() == pytest.approx(table(range(N)) - table([]), abs=1e-12)
 
 
+def imbalanced_noisy_data(n, seed=0):
+    """n rows of two overlapping Gaussian classes, a quarter in class 1, two labels flipped; a reference
+    set of 200 rows, 4% in class 1, so predicting the majority class is about as accurate as any model."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) < max(2, n // 4)).astype(int)
+    X = rng.normal(size=(n, 2)) + y[:, None]
+    flipped = rng.choice(n, 2, replace=False)
+    y[flipped] = 1 - y[flipped]
+    y_ref = (rng.random(200) < 0.04).astype(int)
+    return X, y, (rng.normal(size=(200, 2)) + y_ref[:, None], y_ref)
+
+
+def test_tmc_values_rows_when_the_empty_model_scores_like_the_full_one():
+    """U(∅) (majority-class accuracy) lies within 1% of U(D): the old rule, tested before the first player
+    joined, stopped every permutation there and valued every row 0."""
+    n = 10
+    X, y, reference = imbalanced_noisy_data(n)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    utility = ModelUtility(prepare_data(X, y, reference, method="test", require_labels=True), model)
+    full, empty = utility(np.arange(n)), utility(np.array([], dtype=np.int64))
+    assert abs(full - empty) < 0.01 * full
+    est = TMCShapley(n_permutations=30, model=model).fit(X, y, reference=reference)
+    assert np.count_nonzero(est.values_) == n and est.result_.stderr.min() > 0
+    # each permutation's marginals telescope to U(last prefix) − U(∅), and a prefix is cut only within 1% of U(D)
+    assert abs(est.values_.sum() - (full - empty)) < 0.01 * full
+
+
+def test_tmc_truncation_bias_on_a_retrained_utility():
+    """Measured: on 8 rows of :func:`imbalanced_noisy_data` (seed 5: U(∅) = U(D) = 0.95, so prefixes
+    come within 1% of U(D) early and truncation fires), U(S) = reference accuracy of the default model
+    retrained on S for all 256 subsets; the expectation of the truncated per-permutation marginals over
+    all 8! permutations (exact, no Monte Carlo noise) minus the exact Shapley values (spread 0.475).
+    At the defaults (tolerance 0.01, patience 5) the largest bias over the rows is 0.0029; truncating
+    at the first prefix within tolerance (patience 0) it is 0.167. Asserted: < 0.005 at the defaults,
+    > 0.1 at patience 0 (so the measurement does see truncation), and a 300-permutation TMC run within
+    4 standard errors of its exact expectation."""
+    n = 8
+    X, y, reference = imbalanced_noisy_data(n, seed=5)
+    utility = ModelUtility(prepare_data(X, y, reference, method="test", require_labels=True))
+    bits = 1 << np.arange(n)
+    table = np.array([utility(np.flatnonzero(code & bits)) for code in range(2**n)])
+    game = lambda s: table[bits[list(s)].sum()]  # noqa: E731
+    exact = exact_semivalues(game, n, shapley_size_weight)
+    assert np.ptp(exact) > 0.2
+
+    def expected_marginals(sampler):
+        total = sum(
+            sampler.marginals(lambda mask: table[bits[mask].sum()], np.array(p)) for p in itertools.permutations(range(n))
+        )
+        return total / math.factorial(n)
+
+    default = expected_marginals(PermutationSampler(0.01, 5))
+    assert np.abs(default - exact).max() < 0.005
+    assert np.abs(expected_marginals(PermutationSampler(0.01, 0)) - exact).max() > 0.1
+    est = TMCShapley(n_permutations=300).fit_game(game, n)
+    assert_within_error_bars(est.result_, default, max_stderr=0.05)
+
+
+def test_the_default_model_standardizes_and_pipelines_count_as_classifiers(task):
+    X, y, reference, _ = task
+    model = default_model()
+    assert isinstance(model, Pipeline) and isinstance(model[0], StandardScaler) and isinstance(model[-1], LogisticRegression)
+    LeaveOneOut(model=make_pipeline(StandardScaler(), LogisticRegression(C=0.5))).fit(X, y, reference=reference)
+    with pytest.raises(InputError, match="model must be a scikit-learn classifier"):
+        LeaveOneOut(model=make_pipeline(StandardScaler(), Ridge())).fit(X, y, reference=reference)
+
+
+def test_convergence_warnings_become_one_summary(task):
+    """Every retraining of an 8-step lbfgs warns; the user sees one line with the count instead."""
+    X, y, reference, _ = task
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LeaveOneOut(model=model).fit(X, y, reference=reference)
+    assert [w.category for w in caught] == [DataworthWarning]
+    assert str(caught[0].message) == (
+        f"{N + 1} of {N + 1} retrainings did not converge (sklearn ConvergenceWarning); "
+        "raise the model's max_iter or standardize the features"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        TMCShapley(n_permutations=5).fit(X, y, reference=reference)
+    assert caught == []
+
+
+class ChattyLogisticRegression(LogisticRegression):
+    def fit(self, X, y, **kwargs):
+        warnings.warn("chatty fit", UserWarning, stacklevel=2)
+        return super().fit(X, y, **kwargs)
+
+
+def test_other_warnings_of_the_retrainings_are_passed_on(task):
+    X, y, reference, _ = task
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LeaveOneOut(model=ChattyLogisticRegression()).fit(X, y, reference=reference)
+    assert caught and all(w.category is UserWarning and str(w.message) == "chatty fit" for w in caught)
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     ("estimator", "message"),
@@ -232,12 +461,17 @@ def test_retrained_estimates_lie_within_their_error_bars_of_exact_enumeration(ta
         (TMCShapley(n_permutations=0), "n_permutations must be an integer >= 1"),
         (TMCShapley(n_permutations=2.5), "n_permutations"),
         (TMCShapley(truncation_tolerance=-0.1), "truncation_tolerance must be a finite number >= 0"),
+        (TMCShapley(truncation_patience=-1), "truncation_patience must be an integer >= 0"),
+        (TMCShapley(stopping=100), "stopping must be a StoppingRule"),
+        (Semivalue(sampler="permutations", stopping=MaxSamples(5)), "sampler must be a SemivalueSampler"),
+        (Semivalue(sampler=PermutationSampler(), stopping=None), "stopping must be a StoppingRule"),
         (TMCShapley(stderr_tolerance=0), "stderr_tolerance must be a finite number > 0"),
         (TMCShapley(seed=-1), "seed must be an integer >= 0"),
         (BetaShapley(alpha=0), "alpha must be a finite number > 0"),
         (BetaShapley(beta=float("nan")), "beta must be a finite number > 0"),
         (BetaShapley(n_samples=True), "n_samples"),
         (DataBanzhaf(n_samples=0), "n_samples must be an integer >= 1"),
+        (DataBanzhaf(seed=2**32), "seed must be an integer >= 0 and <= 4294967295"),
     ],
 )
 def test_bad_parameters_raise_input_error(estimator, message):
@@ -270,8 +504,9 @@ def test_banzhaf_rows_never_seen_on_one_side_get_zero_and_infinite_stderr():
     est = DataBanzhaf(n_samples=1).fit_game(GAMES["additive"], N)
     components = est.result_.components
     np.testing.assert_array_equal(components["count_in"] + components["count_out"], 1)
+    np.testing.assert_array_equal(est.result_.counts, 1)
     np.testing.assert_array_equal(est.values_, 0.0)
-    assert np.isinf(components["stderr"]).all()
+    assert np.isinf(est.result_.stderr).all()
 
 
 # ---------------------------------------------------------------- resuming an interrupted fit
@@ -327,6 +562,30 @@ def test_an_interrupted_fit_resumes_from_its_checkpoint_with_the_same_values(tas
     monkeypatch.setattr(InterruptedLogisticRegression, "stop_at", None)
     other = build(model=model, checkpoint=path).fit(X + 0.5, y, reference=reference)
     assert other.n_reused_ == 0
+
+
+def test_the_cache_drops_the_least_recently_used_value():
+    """With room for 2 values, touching subsets 0, 1, 0, 2, 0, 1 evaluates 1 again (evicted as least
+    recently used when 2 came in) but not 0."""
+    masks = np.eye(5, dtype=bool)[:3]
+    cached = CachedUtility(lambda s: float(s[0]), 5, max_entries=2)
+    assert [cached(masks[i]) for i in (0, 1, 0, 2, 0, 1)] == [0, 1, 0, 2, 0, 1]
+    assert cached.n_evaluations == 4
+
+
+def test_checkpoint_keys_are_fixed_size_digests_that_a_new_fit_reads_back(tmp_path):
+    """Subsets of 1,000 players are recorded under 16-byte digests (32 hex digits), not 125-byte masks."""
+    n = 1000
+    masks = np.eye(n, dtype=bool)[:3]
+    path = tmp_path / "game.jsonl"
+    checkpoint = Checkpoint(path)
+    cached = CachedUtility(lambda s: float(s[0]), n, checkpoint=checkpoint, game="g")
+    assert [cached(mask) for mask in masks] == [0, 1, 2]
+    checkpoint.close()
+    keys = [json.loads(line)["key"] for line in path.read_text().splitlines()]
+    assert len(keys) == 3 and all(key[0] == "g" and len(key[1]) == 32 for key in keys)
+    resumed = CachedUtility(lambda s: 1 / 0, n, checkpoint=Checkpoint(path), game="g")
+    assert [resumed(mask) for mask in masks] == [0, 1, 2] and resumed.n_reused == 3 and resumed.n_evaluations == 0
 
 
 def test_a_checkpoint_needs_a_utility_that_names_its_game(tmp_path):

@@ -11,7 +11,9 @@ from dataworth.valuation.data_oob import DataOOB
 from dataworth.valuation.kairos import Kairos
 from dataworth.valuation.knn_shapley import KNNShapley
 from dataworth.valuation.lava import Lava
-from dataworth.valuation.semivalues import BetaShapley, DataBanzhaf, LeaveOneOut, TMCShapley
+from dataworth.valuation.samplers import BernoulliSampler, BetaBernoulliSampler, FlipSampler, MSRSampler, PermutationSampler
+from dataworth.valuation.semivalues import BetaShapley, DataBanzhaf, LeaveOneOut, Semivalue, TMCShapley
+from dataworth.valuation.stopping import MaxSamples, MaxTime, StderrBelow, StoppingRule
 
 METHODS: dict[str, type[Valuator]] = {
     cls.method: cls for cls in (Kairos, Lava, KNNShapley, DataOOB, LeaveOneOut, TMCShapley, BetaShapley, DataBanzhaf)
@@ -35,14 +37,24 @@ def load_state(path: str | os.PathLike) -> Valuator:
 __all__ = [
     "METHODS",
     "ONLINE_METHODS",
+    "BernoulliSampler",
+    "BetaBernoulliSampler",
     "BetaShapley",
     "DataBanzhaf",
     "DataOOB",
+    "FlipSampler",
     "KNNShapley",
     "Kairos",
     "Lava",
     "LeaveOneOut",
+    "MSRSampler",
+    "MaxSamples",
+    "MaxTime",
     "NotFittedError",
+    "PermutationSampler",
+    "Semivalue",
+    "StderrBelow",
+    "StoppingRule",
     "TMCShapley",
     "Valuator",
     "load_state",

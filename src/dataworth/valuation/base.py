@@ -12,7 +12,6 @@ from typing import ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from dataworth.checks import PreparedData, prepare_data  # noqa: F401  TEMP re-export until semivalue helper finishes
 from dataworth.errors import DataworthError, InputError
 from dataworth.result import ValuationResult
 

@@ -81,14 +81,14 @@ class KNNShapley(Valuator):
         values = knn_shapley_values(
             data.x, data.codes, data.z, data.ref_codes, k=self.k, batch_size=batch_size, progress=self.progress
         )
-        if self.k >= n:
+        if self.k >= n > 1:
             warnings.warn(
                 f"k = {self.k} is at least the number of training rows ({n}): every training row is a neighbour of every "
                 f"reference row, so all rows of a class get the same KNN-Shapley value; use k < {n}",
                 DataworthWarning,
                 stacklevel=2,
             )
-        else:
+        elif len(data.classes) == 1:
             cause = "the reference set has a single class, so every row matches every neighbour; give a reference set with several classes"
             warn_if_degenerate(values, "KNN-Shapley", cause)
         params = {**self.get_params(), "n_reference": data.z.shape[0]}

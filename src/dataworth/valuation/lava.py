@@ -142,12 +142,13 @@ class Lava(Valuator):
         timings: dict[str, float] = {}
         tick = time.perf_counter()
         feature_cost = squared_distances(x, z)
+        self.cost_scale_ = _unscaled(float(feature_cost.mean()), scale) or 1.0
         scaled_class_distances = class_distances(feature_cost, data.codes, data.ref_codes, len(data.classes), progress=self.progress)
-        self.class_distances_ = scaled_class_distances / scale / scale
+        with np.errstate(over="ignore"):  # a class distance beyond float64 is reported as inf
+            self.class_distances_ = scaled_class_distances / scale / scale
         timings["costs"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
-        self.cost_scale_ = _unscaled(float(feature_cost.mean()), scale) or 1.0
         scaled_cost_scale = float(feature_cost.mean()) or 1.0
         cost = add_label_costs(feature_cost, self.label_weight * scaled_class_distances, data.codes, data.ref_codes)
         cost /= scaled_cost_scale

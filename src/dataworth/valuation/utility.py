@@ -11,25 +11,38 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from numbers import Number
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone, is_classifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from dataworth.checkpoint import Checkpoint
-from dataworth.checks import InputError, check_int
+from dataworth.checks import DataworthWarning, InputError, PreparedData, check_int, prepare_data
 from dataworth.data import check_output_path
+from dataworth.linalg import power_of_two_scale
 from dataworth.result import ValuationResult
-from dataworth.valuation.base import PreparedData, Valuator, prepare_data
+from dataworth.valuation.base import Valuator
 
 Utility = Callable[[np.ndarray], float]
 
+CACHE_ENTRIES = 2**16
+"""Default bound on the utility values :class:`CachedUtility` keeps in memory (least recently used go first)."""
+
 
 def default_model() -> ClassifierMixin:
-    """The classifier retrained per subset when none is given: ``LogisticRegression(max_iter=1000)``."""
-    return LogisticRegression(max_iter=1000)
+    """The classifier retrained per subset when none is given:
+    ``make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))``; standardizing the features
+    (with the subset's own mean and scale) keeps lbfgs well conditioned, so the fits converge."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
 
 
 class ModelUtility:
@@ -44,17 +57,23 @@ class ModelUtility:
       adds over guessing;
     * a subset whose rows all have class c scores the accuracy of predicting c everywhere, i.e. the
       fraction of reference rows labelled c.
+
+    ``n_retrainings`` counts the models trained.
     """
 
     def __init__(self, data: PreparedData, model: ClassifierMixin | None = None) -> None:
         if data.codes is None or data.ref_codes is None:
             raise InputError("ModelUtility needs labels on both the training and the reference set")
         self.model = default_model() if model is None else model
-        self._x = data.x.cpu().numpy()
-        self._z = data.z.cpu().numpy()
+        # The default model standardizes its features, so rows rescaled by a power of two give exactly the
+        # same models, and features ~1e±200 cannot overflow the scaler's variance.
+        scale = power_of_two_scale(data.x, data.z) if model is None else 1.0
+        self._x = data.x.cpu().numpy() * scale
+        self._z = data.z.cpu().numpy() * scale
         self._codes = data.codes
         self._ref_codes = data.ref_codes
         self._class_share = np.bincount(data.ref_codes, minlength=len(data.classes)) / len(data.ref_codes)
+        self.n_retrainings = 0
 
     def __call__(self, subset: np.ndarray) -> float:
         if subset.size == 0:
@@ -62,7 +81,11 @@ class ModelUtility:
         labels = self._codes[subset]
         if np.all(labels == labels[0]):
             return float(self._class_share[labels[0]])
-        return float(clone(self.model).fit(self._x[subset], labels).score(self._z, self._ref_codes))
+        self.n_retrainings += 1
+        try:
+            return float(clone(self.model).fit(self._x[subset], labels).score(self._z, self._ref_codes))
+        except ValueError as exc:  # the model refused the data (values beyond its range, NaN after its transforms)
+            raise InputError(f"{self.model!r} could not be trained on a subset of the training set: {str(exc).splitlines()[0]}") from None
 
     def fingerprint(self) -> str:
         """Names the game: a hash of the training and reference rows, their labels and ``repr(model)``.
@@ -81,38 +104,54 @@ class ModelUtility:
 
 
 class CachedUtility:
-    """A utility evaluated on boolean membership masks, each distinct subset computed only once.
+    """A utility evaluated on boolean membership masks, each distinct subset computed once while it is cached.
 
-    The cache (keyed by the packed mask, n/8 bytes) lives as long as this object, i.e. one ``fit``.
-    With a ``checkpoint``, every computed value is also recorded there under ``(game, packed mask)``
-    and values already recorded for the same ``game`` are read instead of computed.
-    ``n_evaluations`` counts calls of the wrapped utility, ``n_reused`` values read from the checkpoint.
+    The cache lives as long as this object, i.e. one ``fit``. It is keyed by a 16-byte BLAKE2b digest
+    of the packed mask (fixed size whatever the number of players; among 2^30 distinct subsets two
+    collide with probability below 2^-68) and keeps at most ``max_entries`` values, dropping the
+    least recently used. With a ``checkpoint``, every computed value is also recorded there under
+    ``(game, digest in hex)`` and values already recorded for the same ``game`` are read instead of
+    computed. ``n_evaluations`` counts calls of the wrapped utility, ``n_reused`` values read from the
+    checkpoint.
     """
 
-    def __init__(self, utility: Utility, n_players: int, *, checkpoint: Checkpoint | None = None, game: str = "") -> None:
+    def __init__(
+        self,
+        utility: Utility,
+        n_players: int,
+        *,
+        checkpoint: Checkpoint | None = None,
+        game: str = "",
+        max_entries: int = CACHE_ENTRIES,
+    ) -> None:
         self._utility = utility
         self.n_players = n_players
-        self._cache: dict[bytes, float] = {}
+        self.max_entries = check_int(max_entries, "max_entries")
+        self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._checkpoint = checkpoint
         self._game = game
         self.n_evaluations = 0
         self.n_reused = 0
 
     def __call__(self, mask: np.ndarray) -> float:
-        key = np.packbits(mask).tobytes()
+        key = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
         value = self._cache.get(key)
-        if value is None:
-            if self._checkpoint is None:
+        if value is not None:
+            self._cache.move_to_end(key)
+            return value
+        if self._checkpoint is None:
+            value = self._evaluate(mask)
+        else:
+            stored_key = [self._game, key.hex()]
+            value = self._checkpoint.get(stored_key)
+            if value is None:
                 value = self._evaluate(mask)
+                self._checkpoint.add(stored_key, value)
             else:
-                stored_key = [self._game, key.hex()]
-                value = self._checkpoint.get(stored_key)
-                if value is None:
-                    value = self._evaluate(mask)
-                    self._checkpoint.add(stored_key, value)
-                else:
-                    self.n_reused += 1
-            self._cache[key] = value
+                self.n_reused += 1
+        self._cache[key] = value
+        if len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
         return value
 
     def _evaluate(self, mask: np.ndarray) -> float:
@@ -124,12 +163,29 @@ class CachedUtility:
         return value
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """What a :class:`SubsetValuator` estimated: the values and, for Monte Carlo methods, the standard
+    error and sample count of each, plus further per-row ``components`` (see
+    :class:`~dataworth.result.ValuationResult`)."""
+
+    values: np.ndarray
+    stderr: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    components: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class SubsetValuator(Valuator):
     """Base of the retraining-based valuators: ``fit`` values rows of a labelled data set, ``fit_game``
     the players of any utility; subclasses implement ``_validate_params`` and ``_estimate``.
 
-    Both set ``result_``, ``n_evaluations_`` (distinct subsets whose utility was computed) and
-    ``n_reused_`` (utility values read from the checkpoint).
+    Both set ``result_``, ``n_evaluations_`` (subsets whose utility was computed) and ``n_reused_``
+    (utility values read from the checkpoint). ``fit`` runs its retrainings under one
+    ``warnings.catch_warnings`` (one for the whole fit, not one per retraining, so that retrainings
+    run in threads cannot race on the global warning filters): scikit-learn's ``ConvergenceWarning``,
+    one per unconverged fit, is counted instead of shown and reported afterwards as one
+    :class:`~dataworth.checks.DataworthWarning`; any other warning is passed on after the fit, once
+    per message and place.
 
     Resuming: with ``checkpoint`` (a ``.jsonl`` path) every utility value is recorded in that file
     as soon as it is computed (:class:`~dataworth.checkpoint.Checkpoint`). If the fit is interrupted,
@@ -150,7 +206,19 @@ class SubsetValuator(Valuator):
         if self.model is not None and not (isinstance(self.model, BaseEstimator) and is_classifier(self.model)):
             raise InputError(f"model must be a scikit-learn classifier (or None for {default_model()!r}); got {self.model!r}")
         data = prepare_data(X, y, reference, method=self.method, require_labels=True)
-        return self.fit_game(ModelUtility(data, self.model), data.x.shape[0])
+        utility = ModelUtility(data, self.model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.fit_game(utility, data.x.shape[0])
+        not_converged = min(_pass_on_all_but_convergence(caught), utility.n_retrainings)
+        if not_converged:
+            warnings.warn(
+                f"{not_converged:,} of {utility.n_retrainings:,} retrainings did not converge (sklearn "
+                "ConvergenceWarning); raise the model's max_iter or standardize the features",
+                DataworthWarning,
+                stacklevel=2,
+            )
+        return self
 
     def fit_game(self, utility: Utility, n_players: int) -> SubsetValuator:
         """Value players ``0..n_players−1`` of the game ``utility(sorted int64 index array) -> float``."""
@@ -161,14 +229,23 @@ class SubsetValuator(Valuator):
         check_int(n_players, "n_players")
         checkpoint, game = self._open_checkpoint(utility)
         cached = CachedUtility(utility, int(n_players), checkpoint=checkpoint, game=game)
-        values, components = self._estimate(cached)
+        estimate = self._estimate(cached)
         if checkpoint is not None:
             checkpoint.remove()
         self.n_evaluations_, self.n_reused_ = cached.n_evaluations, cached.n_reused
-        params = {**self.get_params(deep=False), "model": None if self.model is None else repr(self.model)}
+        plain = (Number, str, os.PathLike)  # kept as they are; models, samplers, rules by their repr
+        params = {k: v if v is None or isinstance(v, plain) else repr(v) for k, v in self.get_params(deep=False).items()}
         params["utility"] = getattr(utility, "__name__", repr(utility))
         timings = {"total": time.perf_counter() - started}
-        self.result_ = ValuationResult(values, self.method, params=params, timings=timings, components=components)
+        self.result_ = ValuationResult(
+            estimate.values,
+            self.method,
+            params=params,
+            timings=timings,
+            components=estimate.components,
+            stderr=estimate.stderr,
+            counts=estimate.counts,
+        )
         return self
 
     def _open_checkpoint(self, utility: Utility) -> tuple[Checkpoint | None, str]:
@@ -186,5 +263,18 @@ class SubsetValuator(Valuator):
     def _validate_params(self) -> None:
         raise NotImplementedError
 
-    def _estimate(self, utility: CachedUtility) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _estimate(self, utility: CachedUtility) -> Estimate:
         raise NotImplementedError
+
+
+def _pass_on_all_but_convergence(caught: list[warnings.WarningMessage]) -> int:
+    """Re-emit the recorded warnings that are not ``ConvergenceWarning`` (once per message and place)
+    and return how many were."""
+    shown: dict[Any, Any] = {}
+    not_converged = 0
+    for warning in caught:
+        if issubclass(warning.category, ConvergenceWarning):
+            not_converged += 1
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno, registry=shown)
+    return not_converged
