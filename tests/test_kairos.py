@@ -183,7 +183,7 @@ def test_values_beyond_float32_are_refused_not_made_infinite(planted):
     with pytest.raises(InputError, match=r"values of the training set exceed the float32 range \(largest \|value\| 1e\+39\)"):
         Kairos(precision="float32").fit(big, y, reference=(Z, y_ref))
     est = Kairos().fit(X.astype(np.float32), y, reference=(Z.astype(np.float32), y_ref))
-    with pytest.raises(InputError, match="values of the new rows exceed the float32 range"):
+    with pytest.raises(InputError, match="values of the added set exceed the float32 range"):
         est.add(big[:6], y[:6])
     with pytest.raises(InputError, match="precision must be one of input, float32, float64; got 'half'"):
         Kairos(precision="half").fit(X, y, reference=(Z, y_ref))
@@ -285,7 +285,7 @@ def test_the_state_keeps_feature_names_and_add_matches_by_name(planted, tmp_path
     loaded.add(pd.DataFrame(X[30:], columns=names)[["d", "c", "b", "a"]], y[30:])
     batch = Kairos(bandwidth=est.bandwidth_).fit(X, y, reference=(Z, y_ref))
     np.testing.assert_allclose(loaded.values_, batch.values_, rtol=0, atol=1e-10)
-    with pytest.raises(InputError, match=r"the new rows does not have the feature columns of the fitted training set: it lacks 'a'"):
+    with pytest.raises(InputError, match=r"the added set does not have the feature columns of the fitted training set: it lacks 'a'"):
         loaded.add(pd.DataFrame(X[30:], columns=["x", "b", "c", "d"]), y[30:])
 
 

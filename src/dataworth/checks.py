@@ -107,9 +107,14 @@ def check_same_width(train: torch.Tensor, other: torch.Tensor, other_name: str) 
     """Raise unless ``other`` has as many feature columns as the training set."""
     if train.shape[1] != other.shape[1]:
         raise InputError(
-            f"{other_name} has {other.shape[1]} features but the training set has {train.shape[1]}; "
+            f"{other_name} has {count_noun(other.shape[1], 'feature')} but the training set has {train.shape[1]}; "
             "both must be embedded or featurized the same way"
         )
+
+
+def count_noun(count: int, noun: str) -> str:
+    """``"1 row"``, ``"3 rows"``: a count with its noun in the right number."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def check_positive(value: Any, name: str) -> float:
@@ -226,7 +231,7 @@ def prepare_data(
     ref = as_dataset(reference, None, "the reference set").aligned_to(train.columns, "the reference set")
     x = check_features(train.X, "the training set", device=device)
     if x.shape[0] < min_rows:
-        raise InputError(f"{method} needs at least {min_rows} training rows; the training set has {x.shape[0]}")
+        raise InputError(f"{method} needs at least {count_noun(min_rows, 'training row')}; the training set has {x.shape[0]}")
     z = check_features(ref.X, "the reference set", device=device).to(x.dtype)
     check_same_width(x, z, "the reference set")
     labels = None if train.y is None else check_labels(train.y, x.shape[0], "the training labels")

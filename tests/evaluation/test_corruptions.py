@@ -85,7 +85,7 @@ def test_disjoint_masks_and_clear_errors(data):
     assert not (first & second).any()
     with pytest.raises(InputError, match="only 100 rows are eligible"):
         c.add_feature_noise(X, 0.6, scale=1.0, seed=2, eligible=~first)
-    with pytest.raises(InputError, match="fraction must lie in"):
+    with pytest.raises(InputError, match="fraction must be a number in"):
         c.flip_labels(y, 1.5, seed=0)
 
 

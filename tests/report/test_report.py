@@ -81,3 +81,43 @@ def test_chromium_renders_plots_and_digit_images(report, tmp_path):
     shot = ARTIFACTS / "report.png"
     subprocess.run([*flags, "--window-size=1100,3200", f"--screenshot={shot}", path.as_uri()], capture_output=True, timeout=120)
     assert shot.stat().st_size > 50_000  # a page of plots, not a blank page
+
+
+def test_a_report_without_mask_has_no_group_column_and_shows_the_real_column_names(tmp_path, planted):
+    import pandas as pd
+
+    X, y, Z, y_ref = planted
+    pd.DataFrame(X, columns=["height", "weight", "age", "income"]).assign(label=y).to_csv(tmp_path / "t.csv", index=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["value", str(tmp_path / "t.csv"), "--reference", str(tmp_path / "t.csv"),
+                               "--out", str(tmp_path / "v.csv")]).exit_code == 0
+    made = runner.invoke(app, ["report", str(tmp_path / "v.csv"), "--train", str(tmp_path / "t.csv"), "--out", str(tmp_path / "r.html")])
+    assert made.exit_code == 0, made.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "<th>height</th><th>weight</th><th>age</th><th>income</th>" in html
+    assert "<th>group</th>" not in html and "all rows" not in html
+
+
+def test_every_plot_gives_a_group_the_same_colour_and_coinciding_removal_curves_stay_visible():
+    import matplotlib.colors as mcolors
+
+    from dataworth.report import plots
+
+    groups = np.array(["clean"] * 30 + ["label flip"] * 10 + ["backdoor"] * 5)
+    values = np.random.default_rng(0).normal(size=len(groups))
+    colours = plots.group_colours(groups)
+    assert list(colours) == ["clean", "backdoor", "label flip"] and len(set(colours.values())) == 3
+    histogram = plots.histogram_figure(values, groups)
+    first_bars = [container.patches[0] for container in histogram.axes[0].containers]  # hist labels the first bar
+    bars = {patch.get_label().split(" (")[0]: mcolors.to_hex(patch.get_facecolor()) for patch in first_bars}
+    roc = plots.roc_figure({g: (groups[(groups == "clean") | (groups == g)] == g, values[(groups == "clean") | (groups == g)])
+                            for g in ("backdoor", "label flip")}, colours)
+    for line in roc.axes[0].lines[:2]:
+        name = line.get_label().split(" (")[0]
+        assert mcolors.to_hex(line.get_color()) == colours[name]
+    assert bars == colours
+    same = np.array([0.9, 0.85, 0.8])
+    removal = plots.removal_figure({"remove lowest first": ((0, 0.1, 0.2), same), "remove highest first": ((0, 0.1, 0.2), same)})
+    first, second = removal.axes[0].lines
+    assert (first.get_linestyle(), first.get_marker()) != (second.get_linestyle(), second.get_marker())
+    assert first.get_color() != second.get_color()

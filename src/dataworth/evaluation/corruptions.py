@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dataworth.checks import InputError
+from dataworth.checks import InputError, check_fraction, count_noun
 
 #: Visually confusable digit pairs used for class-confusion label noise.
 DIGIT_CONFUSIONS: tuple[tuple[int, int], ...] = ((1, 7), (3, 8), (4, 9), (5, 6))
@@ -21,8 +21,7 @@ DIGIT_CONFUSIONS: tuple[tuple[int, int], ...] = ((1, 7), (3, 8), (4, 9), (5, 6))
 
 def sample_rows(n: int, fraction: float, *, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
     """A boolean mask of ``round(fraction · n)`` rows drawn without replacement from ``eligible``."""
-    if not 0.0 <= fraction <= 1.0:
-        raise InputError(f"fraction must lie in [0, 1]; got {fraction!r}")
+    check_fraction(fraction, "fraction")
     eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     candidates = np.flatnonzero(eligible)
     count = int(round(fraction * n))
@@ -168,7 +167,7 @@ def add_out_of_distribution(
     """Append ``round(fraction · n)`` rows of another dataset ``X_other`` (same feature space, e.g.
     Fashion-MNIST into MNIST) with labels drawn uniformly from the classes of ``y``."""
     if X_other.shape[1] != X.shape[1]:
-        raise InputError(f"X_other has {X_other.shape[1]} features but X has {X.shape[1]}")
+        raise InputError(f"X_other has {count_noun(X_other.shape[1], 'feature')} but X has {X.shape[1]}")
     count = int(round(fraction * len(X)))
     if count > len(X_other):
         raise InputError(f"need {count} out-of-distribution rows but X_other has {len(X_other)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataworth.checks import InputError, check_features, check_labels, check_same_width
+from dataworth.checks import InputError, check_features, check_labels, check_same_width, count_noun
 from dataworth.data import Dataset, check_output_path, load_array, load_dataset, load_npz_extras
 from dataworth.evaluation.metrics import removal_curve
 from dataworth.report.html import write_report
@@ -44,7 +44,7 @@ def report_from_files(
         removal = removal_curves(result, data, load_dataset(reference, **columns, name="REF", absent_drops_ok=True))
     return write_report(
         out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
-        features=np.asarray(data.X), removal=removal, title=f"dataworth report: {Path(values).name}",
+        features=np.asarray(data.X), feature_names=data.columns, removal=removal, title=f"dataworth report: {Path(values).name}",
     )
 
 
@@ -58,7 +58,7 @@ def removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dic
     check_same_width(torch.from_numpy(X), torch.from_numpy(X_ref), "REF")
     y, y_ref = check_labels(train.y, len(X), "TRAIN labels"), check_labels(ref.y, len(X_ref), "REF labels")
     if len(y) != len(result):
-        raise InputError(f"TRAIN has {len(y)} rows but the values file has {len(result)}")
+        raise InputError(f"TRAIN has {count_noun(len(y), 'row')} but the values file has {count_noun(len(result), 'value')}")
     return {
         f"remove {order} first": (
             REMOVAL_FRACTIONS, removal_curve(result.values, X, y, X_ref, y_ref, fractions=REMOVAL_FRACTIONS, remove=order)

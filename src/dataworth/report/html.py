@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataworth.checks import InputError
+from dataworth.checks import InputError, count_noun
 from dataworth.data import atomic_write
 from dataworth.report import plots
 from dataworth.result import ValuationResult
@@ -33,6 +33,7 @@ def write_report(
     images: np.ndarray | None = None,
     texts: Sequence[str] | None = None,
     features: np.ndarray | None = None,
+    feature_names: Sequence[str] | None = None,
     removal: dict[str, tuple[Sequence[float], np.ndarray]] | None = None,
     summary: list[dict[str, str]] | None = None,
     title: str = "dataworth report",
@@ -44,24 +45,26 @@ def write_report(
     ``"clean"``/``"label flip"``, when the corruptions are known); ROC curves of finding each non-clean
     group from low values; ``removal`` curves (name -> (fractions, accuracies)); and the ``n_lowest``
     lowest-valued rows shown as people want to see them: ``images`` (n × h × w) drawn, ``texts``
-    shown, or else rows of ``features`` printed.
+    shown, or else rows of ``features`` printed under their ``feature_names`` (``x0``, ``x1``, ... when
+    unnamed). Without ``groups`` there is one histogram and no group column.
     """
     n = len(result)
     for name, given in (("groups", groups), ("labels", labels), ("images", images), ("texts", texts), ("features", features)):
         if given is not None and len(given) != n:
-            raise InputError(f"{name} has {len(given)} rows but the result has {n} values")
-    groups = np.full(n, "all rows") if groups is None else np.asarray(groups).astype(str)
+            raise InputError(f"{name} has {count_noun(len(given), 'row')} but the result has {count_noun(n, 'value')}")
+    groups = None if groups is None else np.asarray(groups).astype(str)
     parts = [f"<h1>{html.escape(title)}</h1>", _meta(result)]
     if summary:
         parts.append(_table(summary))
     parts += ["<h2>Value distribution</h2>", _img(plots.value_histogram(result.values, groups), "value histogram", "histogram")]
-    corrupted = sorted(set(groups) - {CLEAN})
-    if CLEAN in set(groups) and corrupted:
+    corrupted = [] if groups is None else sorted(set(groups) - {CLEAN})
+    if groups is not None and CLEAN in set(groups) and corrupted:
         curves = {g: (groups[(groups == CLEAN) | (groups == g)] == g, result.values[(groups == CLEAN) | (groups == g)]) for g in corrupted}
-        parts += ["<h2>Finding corrupted rows from low values</h2>", _img(plots.roc_curves(curves), "ROC curves", "roc")]
+        roc = plots.roc_curves(curves, plots.group_colours(groups))
+        parts += ["<h2>Finding corrupted rows from low values</h2>", _img(roc, "ROC curves", "roc")]
     if removal:
         parts += ["<h2>Point removal</h2>", _img(plots.removal_curves(removal), "removal curves", "removal")]
-    parts.append(_lowest_section(result, groups, labels, images, texts, features, n_lowest))
+    parts.append(_lowest_section(result, groups, labels, images, texts, features, feature_names, n_lowest))
     document = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>"
@@ -71,22 +74,25 @@ def write_report(
     return Path(path)
 
 
-def _lowest_section(result, groups, labels, images, texts, features, n_lowest: int) -> str:
+def _lowest_section(result, groups, labels, images, texts, features, feature_names, n_lowest: int) -> str:
     lowest = result.lowest(n_lowest)
     parts = [f"<h2>The {len(lowest)} lowest-valued rows</h2>"]
     if images is not None:
-        captions = [f"#{i} {'' if labels is None else f'y={labels[i]}'}\n{groups[i]}" for i in lowest]
+        captions = [f"#{i} {'' if labels is None else f'y={labels[i]}'}\n{'' if groups is None else groups[i]}" for i in lowest]
         value_range = tuple(np.percentile(images, [0.5, 99.5]))  # one shared scale: noise shows as noise
         parts.append(_img(plots.image_grid(images[lowest], captions, value_range=value_range), "lowest-valued images", "lowest"))
     rows = []
     for i in lowest:
-        row = {"row": str(i), "value": f"{result.values[i]:.4g}", "group": groups[i]}
+        row = {"row": str(i) if result.names is None else f"{i} ({result.names[i]})", "value": f"{result.values[i]:.4g}"}
+        if groups is not None:
+            row["group"] = groups[i]
         if labels is not None:
             row["label"] = str(labels[i])
         if texts is not None:
             row["text"] = texts[i][:600]
         elif images is None and features is not None:
-            row |= {f"x{j}": f"{v:.4g}" for j, v in enumerate(features[i][:12])}
+            names = feature_names if feature_names is not None else [f"x{j}" for j in range(features.shape[1])]
+            row |= {str(name): f"{v:.4g}" for name, v in zip(names[:12], features[i][:12], strict=False)}
         rows.append(row)
     parts.append(_table(rows))
     return "".join(parts)

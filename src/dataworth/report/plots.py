@@ -14,16 +14,37 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
 
-def value_histogram(values: np.ndarray, groups: np.ndarray) -> bytes:
-    """Overlaid, density-normalized histograms of ``values``, one per distinct entry of ``groups``."""
+#: Colours of groups, the clean rows first: every plot of one report gives a group the same colour.
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+#: Line styles of removal curves, so that curves that coincide stay visible (dashed over solid, open markers).
+REMOVAL_STYLES = ({"linestyle": "-", "marker": "o"}, {"linestyle": "--", "marker": "s", "markerfacecolor": "none"},
+                  {"linestyle": ":", "marker": "^", "markerfacecolor": "none"})
+
+
+def group_colours(groups: np.ndarray) -> dict[str, str]:
+    """One colour per distinct group name, the clean rows first (colours repeat beyond the palette)."""
+    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(_ordered_groups(groups))}
+
+
+def value_histogram(values: np.ndarray, groups: np.ndarray | None) -> bytes:
+    """Overlaid, density-normalized histograms of ``values``, one per distinct entry of ``groups`` (one
+    histogram of all rows when there are no groups)."""
+    return _png(histogram_figure(values, groups))
+
+
+def histogram_figure(values: np.ndarray, groups: np.ndarray | None) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(7.5, 3.6))
     bins = np.histogram_bin_edges(values, bins=50)
-    for name in _ordered_groups(groups):
-        ax.hist(values[groups == name], bins=bins, alpha=0.55, density=True, label=f"{name} ({(groups == name).sum()})")
+    if groups is None:
+        ax.hist(values, bins=bins, density=True, color=PALETTE[0])
+    else:
+        for name, colour in group_colours(groups).items():
+            chosen = groups == name
+            ax.hist(values[chosen], bins=bins, alpha=0.55, density=True, color=colour, label=f"{name} ({chosen.sum()})")
+        ax.legend(frameon=False)
     ax.set_xlabel("value (higher = more valuable)")
     ax.set_ylabel("density")
-    ax.legend(frameon=False)
-    return _png(fig)
+    return fig
 
 
 def image_grid(images: np.ndarray, captions: list[str], *, value_range: tuple[float, float], columns: int = 10) -> bytes:
@@ -38,28 +59,38 @@ def image_grid(images: np.ndarray, captions: list[str], *, value_range: tuple[fl
     return _png(fig)
 
 
-def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
-    """One ROC curve per name -> (is_corrupted mask, values), scoring rows by ``-value``."""
+def roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], colours: dict[str, str]) -> bytes:
+    """One ROC curve per name -> (is_corrupted mask, values), scoring rows by ``-value``, in the group's colour."""
+    return _png(roc_figure(curves, colours))
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], colours: dict[str, str]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     for name, (corrupted, values) in curves.items():
         fpr, tpr, _ = roc_curve(corrupted, -values)
-        ax.plot(fpr, tpr, label=f"{name} (AUROC {roc_auc_score(corrupted, -values):.3f})")
+        ax.plot(fpr, tpr, color=colours[name], label=f"{name} (AUROC {roc_auc_score(corrupted, -values):.3f})")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate (clean rows flagged)")
     ax.set_ylabel("true positive rate")
     ax.legend(frameon=False, fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def removal_curves(curves: dict[str, tuple[Sequence[float], np.ndarray]]) -> bytes:
-    """Held-out accuracy against the fraction of training rows removed, one line per name."""
+    """Held-out accuracy against the fraction of training rows removed, one line per name, each in its
+    own colour, line style and marker (so that curves that coincide are all visible)."""
+    return _png(removal_figure(curves))
+
+
+def removal_figure(curves: dict[str, tuple[Sequence[float], np.ndarray]]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    for name, (fractions, accuracies) in curves.items():
-        ax.plot(np.asarray(fractions) * 100, accuracies, marker="o", label=name)
+    for i, (name, (fractions, accuracies)) in enumerate(curves.items()):
+        style = REMOVAL_STYLES[i % len(REMOVAL_STYLES)]
+        ax.plot(np.asarray(fractions) * 100, accuracies, color=PALETTE[i % len(PALETTE)], label=name, **style)
     ax.set_xlabel("training rows removed (%)")
     ax.set_ylabel("held-out accuracy")
     ax.legend(frameon=False, fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def method_bars(summary: pd.DataFrame, *, title: str) -> bytes:
@@ -84,6 +115,7 @@ def _ordered_groups(groups: np.ndarray) -> list[str]:
 
 
 def _png(fig: plt.Figure) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=110)

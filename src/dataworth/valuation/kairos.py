@@ -200,20 +200,20 @@ class Kairos(Valuator):
         """
         self._fitted_result()
         started = time.perf_counter()
-        new = as_dataset(X_new, y_new, "the new rows").aligned_to(self.feature_names_, "the new rows", "the fitted training set")
-        x_new = check_features(new.X, "the new rows", device=self._x.device)
-        check_same_width(self._x, x_new, "the new rows")
-        x_new = cast_features(x_new, self._x.dtype, "the new rows") * self._scale
+        new = as_dataset(X_new, y_new, "the added set").aligned_to(self.feature_names_, "the added set", "the fitted training set")
+        x_new = check_features(new.X, "the added set", device=self._x.device)
+        check_same_width(self._x, x_new, "the added set")
+        x_new = cast_features(x_new, self._x.dtype, "the added set") * self._scale
         if x_new.abs().max() > _MAX_SCALED:
             raise InputError(
-                f"the new rows reach |value| {x_new.abs().max().item() / self._scale:.3g}, far beyond the fitted rows "
+                f"the added set reaches |value| {x_new.abs().max().item() / self._scale:.3g}, far beyond the fitted rows "
                 f"(largest |value| below {1 / self._scale:.3g}), so their squared distances overflow; fit again on all rows"
             )
         codes_new = None
         if self._codes is not None:
             if new.y is None:
-                raise InputError("the new rows need labels: this KAIROS state was fitted with labels")
-            codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "the new labels"), self.classes_, "the new labels")
+                raise InputError("the added set needs labels: this KAIROS state was fitted with labels")
+            codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "the added labels"), self.classes_, "the added labels")
 
         old_with_new = self._kernel_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
         new_sums = self._kernel_sums(
@@ -240,7 +240,10 @@ class Kairos(Valuator):
             return self.feature_values_
         if term == "label":
             if self.label_residuals_ is None:
-                raise InputError("the label term needs labels but the data has none (an .npy holds features only); use the feature term")
+                raise InputError(
+                "the label term needs labels but the data has none (an .npz holds them as the array 'y'; an .npy holds "
+                "features only); use the feature term"
+            )
             return -self.label_residuals_
         return super().term_values(term)
 
