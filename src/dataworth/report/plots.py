@@ -13,7 +13,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
-
 #: Colours of groups, the clean rows first: every plot of one report gives a group the same colour.
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
 #: Line styles of removal curves, so that curves that coincide stay visible (dashed over solid, open markers).
