@@ -336,3 +336,40 @@ def test_version_and_help_list_methods_and_their_params():
     assert "Valuation method: kairos, lava, knn-shapley, data-oob, loo, tmc-shapley, beta-shapley, banzhaf" in text.replace("│", "").replace("  ", " ") or "kairos, lava" in text
     for method in ("kairos:", "lava: --param entropic_reg, label_weight, max_iter, solver", "knn-shapley: --param k, memory_budget"):
         assert method in text.replace("│ ", "").replace(" │", ""), text
+
+
+def test_an_id_column_names_the_rows_through_value_update_and_report(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    ids = np.array([f"row-{i:03d}" for i in range(len(X))])
+    pd.DataFrame(X[:30], columns=list("abcd")).assign(label=y[:30], uid=ids[:30]).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(X[30:], columns=list("abcd")).assign(label=y[30:], uid=ids[30:]).to_csv(tmp_path / "n.csv", index=False)
+    pd.DataFrame(Z, columns=list("abcd")).assign(label=y_ref).to_csv(tmp_path / "r.csv", index=False)
+    first = run("value", tmp_path / "t.csv", "--reference", tmp_path / "r.csv", "--out", tmp_path / "v.csv",
+                "--id-column", "uid", "--state-out", tmp_path / "s.npz")
+    assert first.exit_code == 0, first.stderr
+    table = pd.read_csv(tmp_path / "v.csv")
+    assert list(table.columns[:3]) == ["index", "name", "value"] and list(table["name"]) == list(ids[:30])
+    expected = Kairos().fit(X[:30], y[:30], reference=(Z, y_ref)).values_  # the id is no feature
+    np.testing.assert_allclose(table["value"], expected, rtol=0, atol=1e-12)
+    updated = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "n.csv", "--out", tmp_path / "u.csv",
+                  "--id-column", "uid")
+    assert updated.exit_code == 0, updated.stderr
+    assert list(pd.read_csv(tmp_path / "u.csv")["name"]) == list(ids)
+    made = run("report", tmp_path / "v.csv", "--train", tmp_path / "t.csv", "--id-column", "uid", "--out", tmp_path / "r.html")
+    assert made.exit_code == 0, made.stderr
+    lowest = int(table["value"].idxmin())
+    assert f"<td>{lowest} ({ids[lowest]})</td>" in (tmp_path / "r.html").read_text()
+
+
+def test_a_dataframe_index_names_the_rows_in_the_api(planted):
+    import dataworth
+
+    X, y, Z, y_ref = planted
+    frame = pd.DataFrame(X, columns=list("abcd"), index=[f"id{i}" for i in range(len(X))])
+    for method in ("kairos", "knn-shapley", "data-oob", "lava"):
+        result = dataworth.value(frame, y, reference=(pd.DataFrame(Z, columns=list("abcd")), y_ref), method=method)
+        assert list(result.names) == list(frame.index), method
+    plain = dataworth.value(pd.DataFrame(X, columns=list("abcd")), y, reference=(Z, y_ref))
+    assert plain.names is None
+    loo = dataworth.value(frame.iloc[:12], y[:12], reference=(Z, y_ref), method="loo")
+    assert list(loo.names) == list(frame.index[:12])

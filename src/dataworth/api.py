@@ -21,12 +21,14 @@ def value(
     label_column: str | None = None,
     feature_columns: Sequence[str] | None = None,
     drop_columns: Sequence[str] | None = None,
+    id_column: str | None = None,
     **params: Any,
 ) -> ValuationResult:
     """Value every row of ``X`` against ``reference`` with ``method``; ``params`` go to its constructor.
 
-    ``X`` and ``reference`` may be file paths; ``label_column``, ``feature_columns`` and ``drop_columns``
-    then choose the columns of a .csv/.parquet file (as the command line's options do).
+    ``X`` and ``reference`` may be file paths; ``label_column``, ``feature_columns``, ``drop_columns`` and
+    ``id_column`` (names the rows) then choose the columns of a .csv/.parquet file, as the command line's
+    options do. A DataFrame's own index names its rows when it is not the default 0..n−1.
 
     >>> result = dataworth.value(X, y, reference=(X_ref, y_ref))
     >>> result.lowest(10)   # the ten rows most likely to be mislabeled, noisy or poisoned
@@ -38,11 +40,12 @@ def value(
     unknown = sorted(set(params) - set(cls().get_params()))
     if unknown:
         raise InputError(f"{method} has no parameter {', '.join(map(repr, unknown))}; it has {', '.join(sorted(cls().get_params()))}")
-    columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns}
+    columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns,
+               "id_column": id_column}
     if isinstance(X, (str, os.PathLike)):
         X = load_dataset(X, **columns, name="the training file")
     elif any(v is not None for v in columns.values()):
-        raise InputError("label_column, feature_columns and drop_columns choose columns of a file; X is not a file path")
+        raise InputError("label_column, feature_columns, drop_columns and id_column choose columns of a file; X is not a file path")
     if isinstance(reference, (str, os.PathLike)):
         reference = load_dataset(reference, **columns, name="the reference file", absent_drops_ok=True)
     return cls(**params).fit(X, y, reference=reference).result_

@@ -70,7 +70,8 @@ def main(
 
 LabelColumn = Annotated[str | None, typer.Option("--label-column", help="Label column of .csv/.parquet inputs ('label' by default).")]
 FeatureColumns = Annotated[str | None, typer.Option("--feature-columns", help="Comma-separated feature columns of .csv/.parquet inputs to use.")]
-DropColumns = Annotated[str | None, typer.Option("--drop-columns", help="Comma-separated columns of .csv/.parquet inputs to ignore (e.g. an id).")]
+DropColumns = Annotated[str | None, typer.Option("--drop-columns", help="Comma-separated columns of .csv/.parquet inputs to ignore.")]
+IdColumn = Annotated[str | None, typer.Option("--id-column", help="A column of .csv/.parquet inputs that names the rows (written as 'name').")]
 Term = Annotated[str, typer.Option("--term", help="Which value goes in the 'value' column: combined, or a term of the method (kairos: feature, label).")]
 Params = Annotated[
     list[str] | None,
@@ -113,6 +114,7 @@ def value(
     label_column: LabelColumn = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
+    id_column: IdColumn = None,
     bandwidth: Annotated[str | None, typer.Option("--bandwidth", help="'median' or a number > 0 (methods with a kernel).")] = None,
     label_kernel: Annotated[str | None, typer.Option("--label-kernel", help="none or indicator (kairos).")] = None,
     term: Term = "combined",
@@ -135,7 +137,7 @@ def value(
     if state_out is not None and method not in ONLINE_METHODS:
         raise InputError(f"--state-out: {method} has no online updates (methods with them: {', '.join(ONLINE_METHODS)})")
     out_path, state_path = _output_paths(out, state_out, inputs={"TRAIN": train, "--reference": reference})
-    columns = _column_options(label_column, feature_columns, drop_columns)
+    columns = _column_options(label_column, feature_columns, drop_columns, id_column)
     train_data = load_dataset(train, **columns, name="TRAIN")
     ref_data = load_dataset(reference, **columns, name="REF", absent_drops_ok=True)
     if "progress" in cls().get_params():
@@ -154,6 +156,7 @@ def update(
     label_column: Annotated[str | None, typer.Option("--label-column", help="Label column of a .csv/.parquet NEW file (default: the one of 'value').")] = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
+    id_column: IdColumn = None,
     term: Term = "combined",
 ) -> None:
     """Add rows to a saved state (online update) and write the values of all rows."""
@@ -162,7 +165,8 @@ def update(
     _check_term(term, estimator.method)
     if label_column is None and Path(add).suffix.lower() in TABLE_SUFFIXES:
         label_column = getattr(estimator, "label_column_", None)
-    new_data = load_dataset(add, **_column_options(label_column, feature_columns, drop_columns), name="NEW", absent_drops_ok=True)
+    columns = _column_options(label_column, feature_columns, drop_columns, id_column)
+    new_data = load_dataset(add, **columns, name="NEW", absent_drops_ok=True)
     estimator.add(new_data)
     _write(estimator, term, out_path, state_path)
 
@@ -197,6 +201,7 @@ def report(
     label_column: LabelColumn = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
+    id_column: IdColumn = None,
 ) -> None:
     """Write an HTML report: value distribution, ROC and removal curves, the lowest-valued rows.
 
@@ -205,7 +210,7 @@ def report(
     """
     inputs = {"VALUES": values, "--train": train, "--mask": mask, "--reference": reference}
     check_not_inputs({"--out": out}, {**inputs, "the values' sidecar": sidecar_path(Path(values))})
-    columns = _column_options(label_column, feature_columns, drop_columns)
+    columns = _column_options(label_column, feature_columns, drop_columns, id_column)
     out_path = report_from_files(values, train, out, mask=mask, reference=reference, **columns)
     console.print(f"wrote {out_path}")
 
@@ -288,11 +293,14 @@ def _output_paths(out: str, state_out: str | None, *, inputs: dict[str, str | No
     return out_path, state_path
 
 
-def _column_options(label_column: str | None, feature_columns: str | None, drop_columns: str | None) -> dict[str, Any]:
+def _column_options(
+    label_column: str | None, feature_columns: str | None, drop_columns: str | None, id_column: str | None
+) -> dict[str, Any]:
     def names(text: str | None) -> list[str] | None:
         return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
 
-    return {"label_column": label_column, "feature_columns": names(feature_columns), "drop_columns": names(drop_columns)}
+    return {"label_column": label_column, "feature_columns": names(feature_columns), "drop_columns": names(drop_columns),
+            "id_column": id_column}
 
 
 def _check_term(term: str, method: str) -> None:

@@ -36,7 +36,8 @@ Writer = Callable[[Path], None]
 class Dataset:
     """Features (rows × columns), optional labels, and the feature columns' names when the data came
     from a table (a .csv/.parquet file or a DataFrame); arrays have none and are matched by position.
-    ``label_column`` names the column the labels were read from (tables only).
+    ``label_column`` names the column the labels were read from (tables only); ``names`` identifies the
+    rows (an id column, or a DataFrame's index when it is not the default 0..n−1).
 
     Contents are validated where they are used (:mod:`dataworth.checks`), not here.
     """
@@ -45,6 +46,7 @@ class Dataset:
     y: Any = None
     columns: tuple[str, ...] | None = None
     label_column: str | None = None
+    names: np.ndarray | None = None
 
     def aligned_to(self, columns: tuple[str, ...] | None, name: str, against: str = "the training set") -> Dataset:
         """This dataset with its feature columns in the order ``columns`` names them.
@@ -86,7 +88,8 @@ def as_dataset(data: Any, labels: Any, name: str) -> Dataset:
         columns = tuple(map(str, data.columns))
         if len(set(columns)) != len(columns):
             raise InputError(f"{name} has duplicate column names: {_names(_duplicates(columns))}; rename them")
-        return Dataset(data, labels, columns)
+        default_index = isinstance(data.index, pd.RangeIndex) and data.index.start == 0 and data.index.step == 1
+        return Dataset(data, labels, columns, names=None if default_index else data.index.to_numpy())
     return Dataset(data, labels)
 
 
@@ -96,6 +99,7 @@ def load_dataset(
     label_column: str | None = None,
     feature_columns: Sequence[str] | None = None,
     drop_columns: Sequence[str] | None = None,
+    id_column: str | None = None,
     name: str = "input",
     absent_drops_ok: bool = False,
 ) -> Dataset:
@@ -103,14 +107,15 @@ def load_dataset(
 
     Tables (.csv/.parquet) hold numeric feature columns and a label column (``label_column``,
     ``"label"`` by default); ``feature_columns`` keeps only the named feature columns,
-    ``drop_columns`` removes some (e.g. an id column; with ``absent_drops_ok`` a file may lack
-    them, as a reference set may lack the training set's id column). These options apply to tables only.
+    ``drop_columns`` removes some (with ``absent_drops_ok`` a file may lack them, as a reference set
+    may lack the training set's id column), and ``id_column`` names the rows (it is no feature; with
+    ``absent_drops_ok`` a file may lack it). These options apply to tables only.
     """
     path = existing_file(path, name, DATASET_SUFFIXES)
     suffix = path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
         given = [flag for flag, value in (("a label column", label_column), ("feature columns", feature_columns),
-                                          ("columns to drop", drop_columns)) if value is not None]
+                                          ("columns to drop", drop_columns), ("an id column", id_column)) if value is not None]
         if given:
             raise InputError(
                 f"{name} is a {suffix} file, which has no named columns, so {' and '.join(given)} cannot be chosen "
@@ -121,6 +126,15 @@ def load_dataset(
     label_column = DEFAULT_LABEL_COLUMN if label_column is None else label_column
     if label_column not in table.columns:
         raise InputError(f"{name} has no label column {label_column!r} ({_column_hint(label_column, table.columns)}); pass --label-column")
+    names = None
+    if id_column is not None:
+        if id_column == label_column:
+            raise InputError(f"the id column and the label column are both {id_column!r}")
+        if id_column in table.columns:
+            names = table[id_column].to_numpy()
+            table = table.drop(columns=[id_column])
+        elif not absent_drops_ok:
+            raise InputError(f"{name} has no id column {id_column!r} ({_column_hint(id_column, table.columns)})")
     features = table.drop(columns=[label_column])
     if absent_drops_ok and drop_columns is not None:
         drop_columns = [c for c in drop_columns if c in features.columns]
@@ -130,7 +144,8 @@ def load_dataset(
     non_numeric = [str(c) for c, dt in features.dtypes.items() if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)]
     if non_numeric:
         raise InputError(f"{name} has non-numeric feature columns: {_names(non_numeric)}; drop them with --drop-columns")
-    return Dataset(features.to_numpy(dtype=np.float64), table[label_column].to_numpy(), tuple(map(str, features.columns)), label_column)
+    labels = table[label_column].to_numpy()
+    return Dataset(features.to_numpy(dtype=np.float64), labels, tuple(map(str, features.columns)), label_column, names)
 
 
 def load_array(path: str | os.PathLike, *, name: str) -> np.ndarray:

@@ -22,6 +22,8 @@ from dataworth.progress import progress_iter
 #: Default bytes for one kernel tile; square tiles of 1.4-2k rows keep the GEMM efficient
 #: while the elementwise pass stays in cache (see benchmarks/kairos_speed.py).
 DEFAULT_MEMORY_BUDGET = 16 * 2**20
+#: float64 entries converted at a time when the median heuristic projects the rows.
+_PROJECTION_BLOCK_ENTRIES = 2**20
 #: Smallest tile side whatever the budget, so a tiny budget cannot make the loop dominate.
 _MIN_TILE_SIDE = 128
 
@@ -101,20 +103,32 @@ def median_bandwidth(x: torch.Tensor, *, max_pairs: int = 10_000, seed: int = 0)
     are drawn with a fixed-seed generator. Rows are first put in a canonical order (by a fixed random
     projection), so the answer depends on the set of rows, not on their order. Zero distances
     (exact duplicates) are skipped when any non-zero distance exists.
+
+    Memory stays bounded: the projection is computed on ``x``'s device in float64 row blocks, and
+    only the sampled rows are gathered and converted (never all of ``x`` in float64 on the host).
     """
     n = x.shape[0]
     if n < 2:
         raise InputError("the median-heuristic bandwidth needs at least 2 training rows")
-    xd = x.detach().to("cpu", torch.float64)
-    projection = torch.randn(xd.shape[1], generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    xd = xd[torch.argsort(xd @ projection, stable=True)]
+    x = x.detach()
+    projection = torch.randn(x.shape[1], generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(x.device)
+    block = max(1, _PROJECTION_BLOCK_ENTRIES // x.shape[1])
+    keys = torch.empty(n, dtype=torch.float64, device=x.device)
+    buffer = torch.empty(min(block, n), x.shape[1], dtype=torch.float64, device=x.device)  # one, reused
+    for start in range(0, n, block):
+        rows = x[start:start + block]
+        converted = buffer[: rows.shape[0]]
+        converted.copy_(rows)
+        torch.mv(converted, projection, out=keys[start:start + rows.shape[0]])
+    order = torch.argsort(keys, stable=True)
     if n * (n - 1) // 2 <= max_pairs:
         first, second = torch.triu_indices(n, n, offset=1)
     else:
         gen = torch.Generator().manual_seed(seed)
         first = torch.randint(n, (max_pairs,), generator=gen)
         second = (first + torch.randint(1, n, (max_pairs,), generator=gen)) % n
-    distances = (xd[first] - xd[second]).norm(dim=1)
+    first, second = order[first.to(x.device)], order[second.to(x.device)]
+    distances = (x[first].to(torch.float64) - x[second].to(torch.float64)).norm(dim=1).cpu()
     nonzero = distances[distances > 0]
     if nonzero.numel() == 0:
         raise InputError("all sampled training rows are identical, so the median bandwidth is 0; give a bandwidth > 0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +30,18 @@ def report_from_files(
     label_column: str | None = None,
     feature_columns: Sequence[str] | None = None,
     drop_columns: Sequence[str] | None = None,
+    id_column: str | None = None,
 ) -> Path:
     """Write ``out`` (.html). Rows are drawn as images when ``train`` is an .npz with an ``images`` array,
     shown as text with a ``texts`` array, printed as feature rows otherwise. ``mask`` (.npy) holds
     per-row corrupted flags or group names; ``reference`` adds point-removal curves."""
     out_path = check_output_path(out, "--out", (".html",))
     result = ValuationResult.load(values)
-    columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns}
+    columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns,
+               "id_column": id_column}
     data = load_dataset(train, **columns, name="TRAIN")
+    if result.names is None and data.names is not None and len(data.names) == len(result):
+        result = replace(result, names=data.names)
     extras = load_npz_extras(train, ("images", "texts"))
     groups = None if mask is None else groups_from_mask(load_array(mask, name="MASK"))
     removal = None

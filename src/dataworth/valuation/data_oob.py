@@ -60,7 +60,7 @@ class DataOOB(Valuator):
         """
         started = time.perf_counter()
         self._validate_params()
-        x, labels = _labelled_training_set(X, y)
+        x, labels, names = _labelled_training_set(X, y)
         if self.estimator is None:
             # Trees split on the order of each feature only, but scikit-learn's work in float32: rows rescaled
             # by a power of two (exact) give the same trees and cannot overflow or underflow float32.
@@ -88,7 +88,9 @@ class DataOOB(Valuator):
         timings = {"bagging": fitted - started, "oob": time.perf_counter() - fitted}
         timings["total"] = time.perf_counter() - started
         params = {**self.get_params(deep=False), "estimator": repr(estimator)}
-        self.result_ = ValuationResult(values, self.method, params=params, timings=timings, components={"oob_count": counts})
+        self.result_ = ValuationResult(
+            values, self.method, params=params, timings=timings, components={"oob_count": counts}, names=names
+        )
         return self
 
     def _validate_params(self) -> None:
@@ -122,8 +124,8 @@ def _oob_accuracy(hits: np.ndarray, counts: np.ndarray, n_estimators: int) -> np
     return values
 
 
-def _labelled_training_set(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate the training features and their (required) classification labels."""
+def _labelled_training_set(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Validate the training features and their (required) classification labels; the rows' names too."""
     train = as_dataset(X, y, "the training set")
     x = check_features(train.X, "the training set").numpy()
     if x.shape[0] < 2:
@@ -134,4 +136,4 @@ def _labelled_training_set(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     kind = type_of_target(labels)
     if kind not in ("binary", "multiclass"):
         raise InputError(f"the training labels must be class labels (Data-OOB bags classifiers); got {kind} values")
-    return x, labels
+    return x, labels, train.names

@@ -167,6 +167,7 @@ class Kairos(Valuator):
         self.classes_ = data.classes
         self.feature_names_ = data.columns
         self.label_column_ = data.label_column
+        self._names = data.names
 
         timings: dict[str, float] = {}
         tick = time.perf_counter()
@@ -229,6 +230,7 @@ class Kairos(Valuator):
             self._residuals = np.concatenate([self._residuals, self._label_residuals(x_new, codes_new, new_sums[:, 3:])])
             self._codes = np.concatenate([self._codes, codes_new])
         self._x = torch.cat([self._x, x_new])
+        self._names = None if self._names is None or new.names is None else np.concatenate([self._names, new.names])
         self._publish({"add": time.perf_counter() - started})
         self._warn_if_kernel_is_constant()
         return self
@@ -273,6 +275,8 @@ class Kairos(Valuator):
             arrays["feature_names"] = np.array(self.feature_names_, dtype=str)
         if self.label_column_ is not None:
             arrays["label_column"] = np.array(self.label_column_)
+        if self._names is not None:
+            arrays["names"] = _savable(self._names)
         if self._codes is not None:
             arrays |= {
                 "classes": _savable(self.classes_),
@@ -317,6 +321,7 @@ class Kairos(Valuator):
         est._ref_sums = torch.from_numpy(arrays["ref_sums"]).to(dev)
         est.feature_names_ = tuple(arrays["feature_names"].tolist()) if "feature_names" in arrays else None
         est.label_column_ = arrays["label_column"].item() if "label_column" in arrays else None
+        est._names = arrays.get("names")
         labelled = "codes" in arrays
         est.classes_ = arrays["classes"] if labelled else None
         est._codes = arrays["codes"] if labelled else None
@@ -460,7 +465,9 @@ class Kairos(Valuator):
         if self._residuals is not None:
             components["label_residual"] = self._residuals
         params = {**self.get_params(), "bandwidth_value": self.bandwidth_, "n_reference": m}
-        self.result_ = ValuationResult(values, self.method, params=params, timings=timings, components=components)
+        self.result_ = ValuationResult(
+            values, self.method, params=params, timings=timings, components=components, names=self._names
+        )
 
 
 def loo_mmd_effect(a: np.ndarray, b: np.ndarray, *, n_train: int) -> np.ndarray:

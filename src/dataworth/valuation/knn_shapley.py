@@ -93,7 +93,7 @@ class KNNShapley(Valuator):
             warn_if_degenerate(values, "KNN-Shapley", cause)
         params = {**self.get_params(), "n_reference": data.z.shape[0]}
         timings = {"total": time.perf_counter() - started}
-        self.result_ = ValuationResult(values, self.method, params=params, timings=timings)
+        self.result_ = ValuationResult(values, self.method, params=params, timings=timings, names=data.names)
         return self
 
     def _validate_params(self) -> None:

@@ -175,7 +175,7 @@ class Lava(Valuator):
             "n_reference": m,
         }
         self.result_ = ValuationResult(
-            -gradient, self.method, params=params, timings=timings, components={"calibrated_gradient": gradient}
+            -gradient, self.method, params=params, timings=timings, components={"calibrated_gradient": gradient}, names=data.names
         )
         return self
 

@@ -210,6 +210,7 @@ class SubsetValuator(Valuator):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.fit_game(utility, data.x.shape[0])
+        self.result_.names = data.names
         not_converged = min(_pass_on_all_but_convergence(caught), utility.n_retrainings)
         if not_converged:
             warnings.warn(
