@@ -373,3 +373,10 @@ def test_a_dataframe_index_names_the_rows_in_the_api(planted):
     assert plain.names is None
     loo = dataworth.value(frame.iloc[:12], y[:12], reference=(Z, y_ref), method="loo")
     assert list(loo.names) == list(frame.index[:12])
+
+
+def test_parameters_that_take_python_objects_are_not_offered_as_text(files):
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", files / "o.csv", "--method", "tmc-shapley",
+                 "--param", "model=LogisticRegression")
+    assert result.exit_code == 2 and "--param model takes a Python object; set it from Python" in result.stderr
+    assert "stopping" not in " ".join(run("value", "--help").stdout.split()).split("tmc-shapley:")[1].split("beta-shapley")[0]

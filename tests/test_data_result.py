@@ -232,3 +232,49 @@ def test_labels_of_different_kinds_and_unloadable_files_get_clear_messages(tmp_p
         dataworth.value(X, np.array([{"a": 1}] * len(X), dtype=object), reference=(Z, y_ref))
     bf16 = dataworth.value(torch.from_numpy(X).bfloat16(), y, reference=(Z, y_ref)).values
     assert np.isfinite(bf16).all()
+
+
+def test_duplicate_parquet_columns_and_a_long_column_list_get_clear_messages(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0]), pa.array([2.0]), pa.array([0])], names=["a", "a", "label"]),
+                   tmp_path / "dup.parquet")
+    with pytest.raises(InputError, match=r"duplicate column names: 'a'; rename them"):
+        load_dataset(tmp_path / "dup.parquet")
+    wide = pd.DataFrame(np.zeros((2, 40)), columns=[f"pixel_{i}" for i in range(39)] + ["Label"])
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    with pytest.raises(InputError, match=r"has no label column 'label' \(40 columns: .*; did you mean 'Label'\?\)"):
+        load_dataset(tmp_path / "wide.csv")
+
+
+def test_missing_labels_in_an_npz_are_named_as_such(tmp_path, planted):
+    from typer.testing import CliRunner
+
+    from dataworth.cli import app
+
+    X, y, Z, y_ref = planted
+    np.savez(tmp_path / "t.npz", X=X)
+    np.savez(tmp_path / "r.npz", X=Z, y=y_ref)
+    for args, message in (
+        (["--method", "knn-shapley"], "KNN-Shapley needs labels, but the training set has none (an .npz holds them as the array 'y')"),
+        (["--term", "label"], "the label term needs labels but the data has none (an .npz holds them as the array 'y'"),
+    ):
+        result = CliRunner().invoke(app, ["value", str(tmp_path / "t.npz"), "--reference", str(tmp_path / "r.npz"),
+                                          "--out", str(tmp_path / "o.csv"), *args])
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_the_api_reads_files_with_chosen_columns(tmp_path, planted):
+    import dataworth
+
+    X, y, Z, y_ref = planted
+    pd.DataFrame(X, columns=list("abcd")).assign(target=y, uid=[f"r{i}" for i in range(len(X))]).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(Z, columns=list("abcd")).assign(target=y_ref).to_parquet(tmp_path / "r.parquet")
+    result = dataworth.value(str(tmp_path / "t.csv"), reference=str(tmp_path / "r.parquet"), label_column="target", id_column="uid")
+    np.testing.assert_allclose(result.values, dataworth.value(X, y, reference=(Z, y_ref)).values, rtol=0, atol=1e-12)
+    assert result.names[0] == "r0"
+    with pytest.raises(InputError, match=r"kairos has no parameter 'nope'"):
+        dataworth.value(X, y, reference=(Z, y_ref), nope=1)
+    with pytest.raises(InputError, match=r"choose columns of a file; X is not a file path"):
+        dataworth.value(X, y, reference=(Z, y_ref), label_column="target")

@@ -46,8 +46,8 @@ def test_subset_sizes_follow_the_coefficient(sampler):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: BernoulliSampler(1.0), r"p must be a number in \(0, 1\)"),
-        (lambda: BernoulliSampler(True), r"p must be a number in \(0, 1\)"),
+        (lambda: BernoulliSampler(1.0), r"p \(the probability that a subset holds a player\) must be a number in \(0, 1\)"),
+        (lambda: BernoulliSampler(True), r"p \(the probability that a subset holds a player\) must be a number in \(0, 1\)"),
         (lambda: BernoulliSampler(0.5, seed=-1), "seed must be an integer >= 0"),
         (lambda: BernoulliSampler(0.5).sample(0, 3), "n_samples must be an integer >= 1"),
         (lambda: BetaBernoulliSampler(0, 1), "alpha must be a finite number > 0"),

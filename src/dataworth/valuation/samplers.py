@@ -24,12 +24,11 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from numbers import Real
 
 import numpy as np
 from scipy.special import betaln
 
-from dataworth.checks import InputError, check_int, check_positive, check_seed
+from dataworth.checks import InputError, check_fraction, check_int, check_non_negative, check_positive, check_seed
 from dataworth.valuation.utility import Estimate
 
 MaskUtility = Callable[[np.ndarray], float]
@@ -82,9 +81,7 @@ class BernoulliSampler(SubsetSampler):
     """
 
     def __init__(self, p: float = 0.5, *, seed: int = 0) -> None:
-        if isinstance(p, bool) or not isinstance(p, Real) or not 0 < p < 1:
-            raise InputError(f"p must be a number in (0, 1), the probability that a subset holds a player; got {p!r}")
-        self.p = float(p)
+        self.p = check_fraction(p, "p (the probability that a subset holds a player)", open_interval=True)
         self.seed = check_seed(seed)
 
     def _probabilities(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
@@ -249,10 +246,7 @@ class PermutationSampler(SemivalueSampler):
     """
 
     def __init__(self, truncation_tolerance: float = 0.0, truncation_patience: int = 5, *, seed: int = 0) -> None:
-        tolerance = truncation_tolerance
-        if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not 0 <= tolerance < np.inf:
-            raise InputError(f"truncation_tolerance must be a finite number >= 0 (0 disables truncation); got {tolerance!r}")
-        self.truncation_tolerance = float(tolerance)
+        self.truncation_tolerance = check_non_negative(truncation_tolerance, "truncation_tolerance", meaning="0 disables truncation")
         self.truncation_patience = check_int(truncation_patience, "truncation_patience", minimum=0)
         self.seed = check_seed(seed)
 
