@@ -51,10 +51,10 @@ class StoppingRule(ABC):
         return None
 
     def __or__(self, other: StoppingRule) -> StoppingRule:
-        return _AnyOf(self, other) if isinstance(other, StoppingRule) else NotImplemented
+        return _Combined(self, other, both=False) if isinstance(other, StoppingRule) else NotImplemented
 
     def __and__(self, other: StoppingRule) -> StoppingRule:
-        return _AllOf(self, other) if isinstance(other, StoppingRule) else NotImplemented
+        return _Combined(self, other, both=True) if isinstance(other, StoppingRule) else NotImplemented
 
 
 class MaxSamples(StoppingRule):
@@ -115,37 +115,24 @@ class StderrBelow(StoppingRule):
         return f"StderrBelow({self.threshold!r})"
 
 
-class _AnyOf(StoppingRule):
-    """``a | b``: stop as soon as either rule says stop."""
+class _Combined(StoppingRule):
+    """``a | b`` (``both=False``: stop as soon as either rule says stop) or ``a & b`` (``both=True``: once both do)."""
 
-    def __init__(self, first: StoppingRule, second: StoppingRule) -> None:
+    def __init__(self, first: StoppingRule, second: StoppingRule, *, both: bool) -> None:
         self.rules = (first, second)
+        self.both = both
 
     def __call__(self, progress: Progress) -> bool:
-        return any(rule(progress) for rule in self.rules)
-
-    @property
-    def max_samples(self) -> int | None:
-        caps = [rule.max_samples for rule in self.rules if rule.max_samples is not None]
-        return min(caps) if caps else None
-
-    def __repr__(self) -> str:
-        return f"({self.rules[0]!r} | {self.rules[1]!r})"
-
-
-class _AllOf(StoppingRule):
-    """``a & b``: stop once both rules say stop."""
-
-    def __init__(self, first: StoppingRule, second: StoppingRule) -> None:
-        self.rules = (first, second)
-
-    def __call__(self, progress: Progress) -> bool:
-        return all(rule(progress) for rule in self.rules)
+        decisions = [rule(progress) for rule in self.rules]
+        return all(decisions) if self.both else any(decisions)
 
     @property
     def max_samples(self) -> int | None:
         caps = [rule.max_samples for rule in self.rules]
-        return None if None in caps else max(caps)
+        if self.both:  # both must say stop: the larger cap, and no cap if either has none
+            return None if None in caps else max(caps)
+        known = [cap for cap in caps if cap is not None]
+        return min(known) if known else None
 
     def __repr__(self) -> str:
-        return f"({self.rules[0]!r} & {self.rules[1]!r})"
+        return f"({self.rules[0]!r} {'&' if self.both else '|'} {self.rules[1]!r})"
