@@ -143,7 +143,10 @@ def load_dataset(
         raise InputError(f"{name} has no rows (only a header): {path}")
     non_numeric = [str(c) for c, dt in features.dtypes.items() if not pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)]
     if non_numeric:
-        raise InputError(f"{name} has non-numeric feature columns: {_names(non_numeric)}; drop them with --drop-columns")
+        raise InputError(
+            f"{name} has non-numeric feature columns: {_names(non_numeric)}; drop them with --drop-columns "
+            "(or name the rows by one with --id-column)"
+        )
     labels = table[label_column].to_numpy()
     return Dataset(features.to_numpy(dtype=np.float64), labels, tuple(map(str, features.columns)), label_column, names)
 
