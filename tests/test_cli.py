@@ -6,8 +6,10 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
+import dataworth
 from dataworth import Kairos, ValuationResult
 from dataworth.cli import app
 from dataworth.kernels import make_kernel
@@ -380,3 +382,85 @@ def test_parameters_that_take_python_objects_are_not_offered_as_text(files):
                  "--param", "model=LogisticRegression")
     assert result.exit_code == 2 and "--param model takes a Python object; set it from Python" in result.stderr
     assert "stopping" not in " ".join(run("value", "--help").stdout.split()).split("tmc-shapley:")[1].split("beta-shapley")[0]
+
+
+@pytest.mark.parametrize("damage", ["params-json", "unknown-param", "version-text", "version-3", "short-row-sums", "cuda", "no-x"])
+def test_a_damaged_or_foreign_state_is_one_line(files, damage):
+    first = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "a.csv",
+                "--state-out", files / "state.npz")
+    assert first.exit_code == 0, first.stderr
+    with np.load(files / "state.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    import json
+
+    params = json.loads(arrays["params"].item())
+    if damage == "params-json":
+        arrays["params"] = np.array("{not json")
+    elif damage == "unknown-param":
+        arrays["params"] = np.array(json.dumps({**params, "colour": "red"}))
+    elif damage in ("version-text", "version-3"):
+        arrays["version"] = np.array("x" if damage == "version-text" else 3)
+    elif damage == "short-row-sums":
+        arrays["row_sums"] = arrays["row_sums"][:-2]
+    elif damage == "cuda":
+        arrays["params"] = np.array(json.dumps({**params, "device": "cuda"}))
+    else:
+        arrays.pop("x")
+    np.savez(files / "state.npz", **arrays)
+    result = run("update", "--state", files / "state.npz", "--add", files / "new.npz", "--out", files / "b.csv")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert not (files / "b.csv").exists()
+    if damage == "cuda" and not torch.cuda.is_available():
+        assert "use --device cpu" in result.stderr
+        moved = run("update", "--state", files / "state.npz", "--add", files / "new.npz", "--out", files / "b.csv", "--device", "cpu")
+        assert moved.exit_code == 0, moved.stderr
+
+
+def test_a_state_written_before_rescaling_is_still_read(files, planted):
+    """Version 1 states kept the rows as given (no 'scale'): read with scale 1 they give the same values."""
+    run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "a.csv", "--state-out", files / "s.npz")
+    with np.load(files / "s.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files}
+    scale = float(arrays.pop("scale"))
+    arrays["x"], arrays["z"], arrays["version"] = arrays["x"] / scale, arrays["z"] / scale, np.array(1)
+    np.savez(files / "v1.npz", **arrays)
+    old, new = Kairos.load_state(files / "v1.npz"), Kairos.load_state(files / "s.npz")
+    np.testing.assert_allclose(old.values_, new.values_, rtol=0, atol=1e-12)
+    X, y, _, _ = planted
+    np.testing.assert_allclose(old.add(X[30:], y[30:]).values_, new.add(X[30:], y[30:]).values_, rtol=0, atol=1e-10)
+
+
+def test_row_names_must_be_complete_and_unique_and_are_kept_as_written(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    frame = pd.DataFrame(X, columns=list("abcd")).assign(label=y, uid=[f"{i:05d}" for i in range(len(X))])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.assign(uid=["a", "a"] + [f"r{i}" for i in range(len(X) - 2)]).to_csv(tmp_path / "dup.csv", index=False)
+    frame.assign(uid=[None] + [f"r{i}" for i in range(len(X) - 1)]).to_csv(tmp_path / "gap.csv", index=False)
+    np.savez(tmp_path / "r.npz", X=Z, y=y_ref)
+    ok = run("value", tmp_path / "t.csv", "--reference", tmp_path / "r.npz", "--out", tmp_path / "v.csv", "--id-column", "uid")
+    assert ok.exit_code == 0, ok.stderr
+    assert ValuationResult.load(tmp_path / "v.csv").names[7] == "00007"
+    dup = run("value", tmp_path / "dup.csv", "--reference", tmp_path / "r.npz", "--out", tmp_path / "w.csv", "--id-column", "uid")
+    assert dup.exit_code == 2 and "id column 'uid' names rows twice (e.g. 'a')" in dup.stderr
+    gap = run("value", tmp_path / "gap.csv", "--reference", tmp_path / "r.npz", "--out", tmp_path / "w.csv", "--id-column", "uid")
+    assert gap.exit_code == 2 and "id column 'uid' is empty in row 0" in gap.stderr
+
+
+def test_a_named_state_needs_named_rows_and_update_remembers_the_id_column(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    ids = [f"r{i}" for i in range(len(X))]
+    table = pd.DataFrame(X, columns=list("abcd")).assign(label=y, uid=ids)
+    table.iloc[:30].to_csv(tmp_path / "t.csv", index=False)
+    table.iloc[30:].to_csv(tmp_path / "n.csv", index=False)
+    table.iloc[30:].drop(columns=["uid"]).to_csv(tmp_path / "anon.csv", index=False)
+    np.savez(tmp_path / "r.npz", X=Z, y=y_ref)
+    assert run("value", tmp_path / "t.csv", "--reference", tmp_path / "r.npz", "--out", tmp_path / "v.csv", "--id-column", "uid",
+               "--state-out", tmp_path / "s.npz").exit_code == 0
+    remembered = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "n.csv", "--out", tmp_path / "u.csv")
+    assert remembered.exit_code == 0, remembered.stderr
+    assert list(pd.read_csv(tmp_path / "u.csv")["name"]) == ids
+    anonymous = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "anon.csv", "--out", tmp_path / "w.csv")
+    assert anonymous.exit_code == 2 and "NEW has no id column 'uid'" in anonymous.stderr
+    state = Kairos.load_state(tmp_path / "s.npz")
+    with pytest.raises(dataworth.InputError, match=r"this KAIROS state names its rows, so the added rows need names too"):
+        state.add(X[30:], y[30:])

@@ -276,5 +276,49 @@ def test_the_api_reads_files_with_chosen_columns(tmp_path, planted):
     assert result.names[0] == "r0"
     with pytest.raises(InputError, match=r"kairos has no parameter 'nope'"):
         dataworth.value(X, y, reference=(Z, y_ref), nope=1)
-    with pytest.raises(InputError, match=r"choose columns of a file; X is not a file path"):
+    with pytest.raises(InputError, match=r"choose columns of a file; neither X nor reference is one"):
         dataworth.value(X, y, reference=(Z, y_ref), label_column="target")
+    with pytest.raises(InputError, match=r"X is a file, so its labels come from the file; do not pass y"):
+        dataworth.value(str(tmp_path / "t.csv"), y, reference=str(tmp_path / "r.parquet"), label_column="target")
+    with pytest.raises(InputError, match=r"given as a Dataset carries its labels; do not pass labels separately"):
+        dataworth.Kairos().fit(dataworth.Dataset(X, y), y, reference=(Z, y_ref))
+    mixed = dataworth.value(X, y, reference=str(tmp_path / "r.parquet"), label_column="target")  # only the reference is a file
+    assert len(mixed) == len(X)
+
+
+def test_a_rename_that_fails_puts_every_old_output_back(tmp_path, monkeypatch):
+    """The swap is two-phase: when the second output cannot take its place, the first is restored too."""
+    from dataworth.data import write_together
+
+    (tmp_path / "values.csv").write_text("old values")
+    (tmp_path / "state.npz").write_text("old state")
+    real_replace = os.replace
+    attempts = []
+
+    def failing_replace(src, dst):  # the new state cannot take its place (the first rename onto state.npz)
+        if str(dst).endswith("/state.npz") and not attempts:
+            attempts.append(src)
+            raise OSError(13, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(FileFormatError, match=r"cannot write .*state.npz: Permission denied"):
+        write_together({tmp_path / "values.csv": lambda t: t.write_text("new values"),
+                        tmp_path / "state.npz": lambda t: t.write_text("new state")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.npz", "values.csv"]
+    assert (tmp_path / "values.csv").read_text() == "old values" and (tmp_path / "state.npz").read_text() == "old state"
+
+
+def test_a_directory_where_the_csv_sidecar_goes_changes_nothing(tmp_path, planted):
+    from typer.testing import CliRunner
+
+    from dataworth.cli import app
+
+    X, y, Z, y_ref = planted
+    np.savez(tmp_path / "t.npz", X=X, y=y)
+    (tmp_path / "p.csv").write_text("old")
+    (tmp_path / "p.csv.json").mkdir()
+    result = CliRunner().invoke(app, ["value", str(tmp_path / "t.npz"), "--reference", str(tmp_path / "t.npz"),
+                                      "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 2 and "p.csv.json" in result.stderr and "is a directory" in result.stderr
+    assert (tmp_path / "p.csv").read_text() == "old"

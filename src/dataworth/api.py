@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dataworth.checks import InputError
-from dataworth.data import load_dataset
+from dataworth.data import load_datasets
 from dataworth.result import ValuationResult
 from dataworth.valuation import METHODS
 
@@ -42,10 +42,13 @@ def value(
         raise InputError(f"{method} has no parameter {', '.join(map(repr, unknown))}; it has {', '.join(sorted(cls().get_params()))}")
     columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns,
                "id_column": id_column}
-    if isinstance(X, (str, os.PathLike)):
-        X = load_dataset(X, **columns, name="the training file")
-    elif any(v is not None for v in columns.values()):
-        raise InputError("label_column, feature_columns, drop_columns and id_column choose columns of a file; X is not a file path")
-    if isinstance(reference, (str, os.PathLike)):
-        reference = load_dataset(reference, **columns, name="the reference file", absent_drops_ok=True)
+    files = {name: path for name, path in (("the training file", X), ("the reference file", reference))
+             if isinstance(path, (str, os.PathLike))}
+    if not files and any(v is not None for v in columns.values()):
+        raise InputError("label_column, feature_columns, drop_columns and id_column choose columns of a file; neither X nor reference is one")
+    if y is not None and "the training file" in files:
+        raise InputError("X is a file, so its labels come from the file; do not pass y")
+    loaded = load_datasets(files, **columns)
+    X = loaded.get("the training file", X)
+    reference = loaded.get("the reference file", reference)
     return cls(**params).fit(X, y, reference=reference).result_

@@ -204,7 +204,8 @@ class PreparedData:
     ``x``/``z`` are 2-D floating tensors of one dtype on one device; ``codes``/``ref_codes`` integer
     labels indexing ``classes`` (the sorted reference classes), or None when the data has no labels;
     ``columns`` the feature names and ``label_column`` the label column when the training data came
-    from a table (None for arrays); ``names`` the training rows' names when it has them.
+    from a table (None for arrays); ``names`` the training rows' names when it has them, and
+    ``id_column`` the column they were read from.
     """
 
     x: torch.Tensor
@@ -215,6 +216,7 @@ class PreparedData:
     columns: tuple[str, ...] | None = None
     label_column: str | None = None
     names: np.ndarray | None = None
+    id_column: str | None = None
 
 
 def prepare_data(
@@ -243,11 +245,11 @@ def prepare_data(
     if labels is not None and ref_labels is None:
         raise InputError("the training set has labels but the reference set has none; give reference labels")
     if labels is None:
-        return PreparedData(x, z, None, None, None, train.columns, train.label_column, train.names)
+        return PreparedData(x, z, None, None, None, train.columns, train.label_column, train.names, train.id_column)
     classes = np.unique(ref_labels)
     codes = encode_labels(labels, classes, "the training labels")
     ref_codes = encode_labels(ref_labels, classes, "the reference labels")
-    return PreparedData(x, z, codes, ref_codes, classes, train.columns, train.label_column, train.names)
+    return PreparedData(x, z, codes, ref_codes, classes, train.columns, train.label_column, train.names, train.id_column)
 
 
 def warn_if_degenerate(values: np.ndarray, method: str, cause: str) -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 import dataworth
 from dataworth.checkpoint import Checkpoint
 from dataworth.checks import DataworthError, InputError, check_choice, check_int, check_positive
-from dataworth.data import TABLE_SUFFIXES, check_not_inputs, check_output_path, load_dataset, write_together
+from dataworth.data import TABLE_SUFFIXES, check_not_inputs, check_output_path, load_datasets, write_together
 from dataworth.report.files import report_from_files
 from dataworth.report.plots import method_bars
 from dataworth.result import sidecar_path
@@ -140,8 +140,8 @@ def value(
         raise InputError(f"--state-out: {method} has no online updates (methods with them: {', '.join(ONLINE_METHODS)})")
     out_path, state_path = _output_paths(out, state_out, inputs={"TRAIN": train, "--reference": reference})
     columns = _column_options(label_column, feature_columns, drop_columns, id_column)
-    train_data = load_dataset(train, **columns, name="TRAIN")
-    ref_data = load_dataset(reference, **columns, name="REF", absent_drops_ok=True)
+    loaded = load_datasets({"TRAIN": train, "REF": reference}, **columns)
+    train_data, ref_data = loaded["TRAIN"], loaded["REF"]
     if "progress" in cls().get_params():
         params["progress"] = True
     estimator = cls(**params).fit(train_data, reference=ref_data)
@@ -158,17 +158,21 @@ def update(
     label_column: Annotated[str | None, typer.Option("--label-column", help="Label column of a .csv/.parquet NEW file (default: the one of 'value').")] = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
-    id_column: IdColumn = None,
+    id_column: Annotated[str | None, typer.Option("--id-column", help="The id column of a .csv/.parquet NEW file (default: the one of 'value').")] = None,
     term: Term = "combined",
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: the state's).")] = None,
 ) -> None:
     """Add rows to a saved state (online update) and write the values of all rows."""
     out_path, state_path = _output_paths(out, state_out, inputs={"--state": state, "--add": add})
-    estimator = load_state(state)
+    estimator = load_state(state, device=device)
     _check_term(term, estimator.method)
-    if label_column is None and Path(add).suffix.lower() in TABLE_SUFFIXES:
-        label_column = getattr(estimator, "label_column_", None)
+    if Path(add).suffix.lower() in TABLE_SUFFIXES:  # the columns 'value' used, unless given
+        label_column = label_column if label_column is not None else getattr(estimator, "label_column_", None)
+        id_column = id_column if id_column is not None else getattr(estimator, "id_column_", None)
     columns = _column_options(label_column, feature_columns, drop_columns, id_column)
-    new_data = load_dataset(add, **columns, name="NEW", absent_drops_ok=True)
+    new_data = load_datasets({"NEW": add}, **columns)["NEW"]
+    if id_column is not None and new_data.names is None:
+        raise InputError(f"NEW has no id column {id_column!r}; give it one, or name another with --id-column")
     estimator.add(new_data)
     _write(estimator, term, out_path, state_path)
 
@@ -365,10 +369,8 @@ def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None) ->
         files |= estimator.state_files(state_out)
     write_together(files)
     seconds = fitted.timings.get("total", fitted.timings.get("add", 0.0))
-    console.print(
-        f"wrote {len(result)} values to {out} ({estimator.method}, {seconds:.2f} s); "
-        f"lowest rows: {', '.join(map(str, result.lowest(5)))}"
-    )
+    lowest = result.lowest(5) if result.names is None else result.names[result.lowest(5)]
+    console.print(f"wrote {len(result)} values to {out} ({estimator.method}, {seconds:.2f} s); lowest rows: {', '.join(map(str, lowest))}")
 
 
 if __name__ == "__main__":  # pragma: no cover

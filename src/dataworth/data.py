@@ -37,7 +37,7 @@ class Dataset:
     """Features (rows × columns), optional labels, and the feature columns' names when the data came
     from a table (a .csv/.parquet file or a DataFrame); arrays have none and are matched by position.
     ``label_column`` names the column the labels were read from (tables only); ``names`` identifies the
-    rows (an id column, or a DataFrame's index when it is not the default 0..n−1).
+    rows (the ``id_column`` of a table, or a DataFrame's index when it is not the default 0..n−1).
 
     Contents are validated where they are used (:mod:`dataworth.checks`), not here.
     """
@@ -47,6 +47,7 @@ class Dataset:
     columns: tuple[str, ...] | None = None
     label_column: str | None = None
     names: np.ndarray | None = None
+    id_column: str | None = None
 
     def aligned_to(self, columns: tuple[str, ...] | None, name: str, against: str = "the training set") -> Dataset:
         """This dataset with its feature columns in the order ``columns`` names them.
@@ -79,6 +80,8 @@ def as_dataset(data: Any, labels: Any, name: str) -> Dataset:
             raise InputError(f"{name} is a file, so its labels come from the file; do not pass labels separately")
         return load_dataset(data, name=name)
     if isinstance(data, Dataset):
+        if labels is not None:
+            raise InputError(f"{name} given as a Dataset carries its labels; do not pass labels separately")
         return data
     if isinstance(data, tuple):
         if len(data) != 2 or labels is not None:
@@ -122,7 +125,7 @@ def load_dataset(
                 f"(its labels are the array 'y' of an .npz); use a .csv or .parquet file"
             )
         return Dataset(_read_npy(path, name)) if suffix == ".npy" else _read_npz(path, name)
-    table = _read_table(path, name)
+    table = _read_table(path, name, text_columns=() if id_column is None else (id_column,))
     label_column = DEFAULT_LABEL_COLUMN if label_column is None else label_column
     if label_column not in table.columns:
         raise InputError(f"{name} has no label column {label_column!r} ({_column_hint(label_column, table.columns)}); pass --label-column")
@@ -131,7 +134,7 @@ def load_dataset(
         if id_column == label_column:
             raise InputError(f"the id column and the label column are both {id_column!r}")
         if id_column in table.columns:
-            names = table[id_column].to_numpy()
+            names = _row_names(table[id_column], id_column, name)
             table = table.drop(columns=[id_column])
         elif not absent_drops_ok:
             raise InputError(f"{name} has no id column {id_column!r} ({_column_hint(id_column, table.columns)})")
@@ -148,7 +151,34 @@ def load_dataset(
             "(or name the rows by one with --id-column)"
         )
     labels = table[label_column].to_numpy()
-    return Dataset(features.to_numpy(dtype=np.float64), labels, tuple(map(str, features.columns)), label_column, names)
+    columns = tuple(map(str, features.columns))
+    return Dataset(features.to_numpy(dtype=np.float64), labels, columns, label_column, names, id_column if names is not None else None)
+
+
+def load_datasets(
+    files: Mapping[str, str | os.PathLike],
+    *,
+    label_column: str | None = None,
+    feature_columns: Sequence[str] | None = None,
+    drop_columns: Sequence[str] | None = None,
+    id_column: str | None = None,
+) -> dict[str, Dataset]:
+    """Read several dataset files of one job (``{name: path}``, the training file first) with one choice of columns.
+
+    The column options choose columns of the tables among them (.csv/.parquet): the first table must have
+    every column named; the others (a reference set, added rows) may lack the dropped and id columns. An
+    array file (.npz/.npy) takes none of them, and naming columns when no file is a table is an error.
+    """
+    options = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns,
+               "id_column": id_column}
+    tables = [name for name, path in files.items() if Path(path).suffix.lower() in TABLE_SUFFIXES]
+    if not tables:
+        return {name: load_dataset(path, **options, name=name) for name, path in files.items()}  # refuses the options
+    return {
+        name: load_dataset(path, **options, name=name, absent_drops_ok=name != tables[0]) if name in tables
+        else load_dataset(path, name=name)
+        for name, path in files.items()
+    }
 
 
 def load_array(path: str | os.PathLike, *, name: str) -> np.ndarray:
@@ -242,38 +272,73 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
-    """Yield one temporary path beside each of ``paths``; when the body succeeds, all of them are
-    renamed onto their outputs, one after the other; when it fails, every temporary file is removed and
-    no output is touched. The outputs of one command thus appear together or not at all.
+    """Yield one temporary path beside each of ``paths``; when the body succeeds, all of them take their
+    outputs' places; when anything fails, every output is as it was before. The outputs of one command
+    thus appear together or not at all.
 
-    An operating-system failure (no permission, disk full) is a :class:`FileFormatError` naming the
-    output, not the temporary file.
+    The swap is two-phase: every existing output is first moved aside (a rename in the same directory),
+    then every temporary file is renamed onto its output; if a rename fails, the new files are removed
+    and the old ones moved back. An operating-system failure (no permission, disk full, a directory where
+    a file should go) is a :class:`FileFormatError` naming the output, not a temporary file.
     """
     paths = [Path(p) for p in paths]
+    for path in paths:
+        if path.is_dir():
+            raise FileFormatError(f"cannot write {path}: it is a directory")
     temps: list[Path] = []
     try:
         for path in paths:
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-            except OSError as exc:
-                raise _write_error(path, exc) from None
-            os.close(fd)
-            temps.append(Path(tmp))
+            temps.append(_temporary_beside(path))
         try:
             yield temps
         except OSError as exc:
             raise _write_error(paths[0] if len(paths) == 1 else paths[0].parent, exc) from None
         mode = 0o666 & ~_umask()  # mkstemp creates 0600; give the files the usual permissions
-        for tmp, path in zip(temps, paths, strict=True):
-            try:
-                os.chmod(tmp, mode)
-                os.replace(tmp, path)
-            except OSError as exc:
-                raise _write_error(path, exc) from None
+        for tmp in temps:
+            os.chmod(tmp, mode)
+        _swap_in(temps, paths)
     finally:
         for tmp in temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def _temporary_beside(path: Path) -> Path:
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def _swap_in(temps: list[Path], paths: list[Path]) -> None:
+    """Rename each of ``temps`` onto its path, all or none (see :func:`atomic_outputs`)."""
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for path in paths:
+            if path.exists():
+                backup = _temporary_beside(path)
+                os.replace(path, backup)
+                aside.append((backup, path))
+        for tmp, path in zip(temps, paths, strict=True):
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _write_error(path, exc) from None
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for backup, path in aside:
+            with contextlib.suppress(OSError):
+                os.replace(backup, path)
+        raise
+    for backup, _ in aside:
+        with contextlib.suppress(OSError):
+            os.unlink(backup)
 
 
 def write_together(writers: Mapping[Path, Writer]) -> list[Path]:
@@ -373,12 +438,26 @@ def _reason(exc: Exception) -> str:
     return text
 
 
-def _read_table(path: Path, name: str) -> pd.DataFrame:
+def _row_names(column: pd.Series, id_column: str, name: str) -> np.ndarray:
+    """The values of an id column, which must name every row once."""
+    if column.isna().any():
+        raise InputError(f"{name}'s id column {id_column!r} is empty in row {int(np.argmax(column.isna().to_numpy()))}; give every row an id")
+    repeated = column[column.duplicated()]
+    if len(repeated):
+        raise InputError(f"{name}'s id column {id_column!r} names rows twice (e.g. {str(repeated.iloc[0])!r}); ids must be unique")
+    return column.to_numpy()
+
+
+def _read_table(path: Path, name: str, *, text_columns: Sequence[str] = ()) -> pd.DataFrame:
+    """The table at ``path``; ``text_columns`` of a CSV are read as text as written (ids like ``00123``)."""
     header = _table_header(path, name)
     if _duplicates(header):
         raise InputError(f"{name} has duplicate column names: {_names(_duplicates(header))}; rename them ({path})")
     try:
-        table = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+        if path.suffix.lower() == ".parquet":
+            table = pd.read_parquet(path)
+        else:
+            table = pd.read_csv(path, dtype={c: str for c in text_columns if c in header})
     except Exception as exc:  # pandas/pyarrow raise many unrelated types for unreadable files
         raise FileFormatError(f"{name} is not a readable {path.suffix} table ({path}): {exc}") from None
     table.columns = [str(c) for c in table.columns]

@@ -137,7 +137,7 @@ class ValuationResult:
         meta: dict[str, Any] = {"method": "unknown"}
         try:
             if path.suffix.lower() == ".csv":
-                table = pd.read_csv(path)
+                table = pd.read_csv(path, dtype={"name": str})  # row names as written (e.g. "00123")
                 meta = _read_sidecar(path, len(table)) or meta
             else:
                 arrow = pq.read_table(path)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dataworth.checks import InputError, check_features, check_labels, check_same_width, count_noun
-from dataworth.data import Dataset, check_output_path, load_array, load_dataset, load_npz_extras
+from dataworth.data import Dataset, check_output_path, load_array, load_datasets, load_npz_extras
 from dataworth.evaluation.metrics import removal_curve
 from dataworth.report.html import write_report
 from dataworth.result import ValuationResult
@@ -39,14 +39,15 @@ def report_from_files(
     result = ValuationResult.load(values)
     columns = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns,
                "id_column": id_column}
-    data = load_dataset(train, **columns, name="TRAIN")
+    loaded = load_datasets({"TRAIN": train} | ({} if reference is None else {"REF": reference}), **columns)
+    data = loaded["TRAIN"]
     if result.names is None and data.names is not None and len(data.names) == len(result):
         result = replace(result, names=data.names)
     extras = load_npz_extras(train, ("images", "texts"))
     groups = None if mask is None else groups_from_mask(load_array(mask, name="MASK"))
     removal = None
     if reference is not None:
-        removal = removal_curves(result, data, load_dataset(reference, **columns, name="REF", absent_drops_ok=True))
+        removal = removal_curves(result, data, loaded["REF"])
     return write_report(
         out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
         features=np.asarray(data.X), feature_names=data.columns, removal=removal, title=f"dataworth report: {Path(values).name}",

@@ -23,15 +23,15 @@ METHODS: dict[str, type[Valuator]] = {
 ONLINE_METHODS: dict[str, type[Valuator]] = {name: cls for name, cls in METHODS.items() if hasattr(cls, "state_format")}
 
 
-def load_state(path: str | os.PathLike) -> Valuator:
+def load_state(path: str | os.PathLike, *, device: str | None = None) -> Valuator:
     """The fitted estimator saved in ``path`` by ``save_state`` (``dataworth value --state-out``), of
-    whichever online method wrote it."""
+    whichever online method wrote it; ``device`` overrides the saved one."""
     path = existing_file(path, "the state file", (".npz",))
     formats = {cls.state_format: cls for cls in ONLINE_METHODS.values()}
     found = read_npz_text(path, "format")
     if found not in formats:
         raise FileFormatError(f"{path} is not a dataworth state file (write one with `dataworth value --state-out` or save_state)")
-    return formats[found].load_state(path)
+    return formats[found].load_state(path, device=device)
 
 
 __all__ = [

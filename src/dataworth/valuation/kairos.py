@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 from dataworth.checks import (
+    DataworthError,
+    DataworthWarning,
     FileFormatError,
     InputError,
     cast_features,
@@ -46,6 +49,7 @@ from dataworth.checks import (
     check_seed,
     encode_labels,
     prepare_data,
+    resolve_device,
     warn_if_degenerate,
 )
 from dataworth.data import Writer, as_dataset, check_output_path, existing_file, read_npz_text, write_together
@@ -59,7 +63,8 @@ from dataworth.valuation.base import Valuator
 _MAX_SCALED = 1e150
 _MIN_SCALED_BANDWIDTH = 1e-150
 _STATE_FORMAT = "dataworth.kairos.state"
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2: rows stored rescaled by a power of two ("scale"); 1: as given
+_READABLE_VERSIONS = (1, 2)
 LABEL_KERNELS = ("none", "indicator")
 LABEL_MODELS = ("embedding", "logistic")
 COMBINE_RULES = ("worst", "zscore", "raw")
@@ -167,6 +172,7 @@ class Kairos(Valuator):
         self.classes_ = data.classes
         self.feature_names_ = data.columns
         self.label_column_ = data.label_column
+        self.id_column_ = data.id_column
         self._names = data.names
 
         timings: dict[str, float] = {}
@@ -202,6 +208,11 @@ class Kairos(Valuator):
         self._fitted_result()
         started = time.perf_counter()
         new = as_dataset(X_new, y_new, "the added set").aligned_to(self.feature_names_, "the added set", "the fitted training set")
+        if self._names is not None and new.names is None:
+            raise InputError(
+                "this KAIROS state names its rows, so the added rows need names too: give their id column "
+                "(id_column / --id-column) or a DataFrame indexed by them"
+            )
         x_new = check_features(new.X, "the added set", device=self._x.device)
         check_same_width(self._x, x_new, "the added set")
         x_new = cast_features(x_new, self._x.dtype, "the added set") * self._scale
@@ -230,7 +241,10 @@ class Kairos(Valuator):
             self._residuals = np.concatenate([self._residuals, self._label_residuals(x_new, codes_new, new_sums[:, 3:])])
             self._codes = np.concatenate([self._codes, codes_new])
         self._x = torch.cat([self._x, x_new])
-        self._names = None if self._names is None or new.names is None else np.concatenate([self._names, new.names])
+        if self._names is not None:
+            self._names = np.concatenate([self._names, new.names])
+        elif new.names is not None:
+            warnings.warn("the added rows' names are not kept: the fitted rows have none", DataworthWarning, stacklevel=2)
         self._publish({"add": time.perf_counter() - started})
         self._warn_if_kernel_is_constant()
         return self
@@ -275,6 +289,8 @@ class Kairos(Valuator):
             arrays["feature_names"] = np.array(self.feature_names_, dtype=str)
         if self.label_column_ is not None:
             arrays["label_column"] = np.array(self.label_column_)
+        if self.id_column_ is not None:
+            arrays["id_column"] = np.array(self.id_column_)
         if self._names is not None:
             arrays["names"] = _savable(self._names)
         if self._codes is not None:
@@ -294,46 +310,64 @@ class Kairos(Valuator):
 
     @classmethod
     def load_state(cls, path: str | os.PathLike, *, device: str | None = None) -> Kairos:
-        """Rebuild a fitted estimator from :meth:`save_state`; ``device`` overrides the saved one."""
+        """Rebuild a fitted estimator from :meth:`save_state`; ``device`` overrides the saved one.
+
+        Reads this version's states and version 1's (written before the rows were rescaled: scale 1).
+        A file that is not a complete, consistent KAIROS state is a :class:`FileFormatError`.
+        """
         path = existing_file(path, "the state file", (".npz",))
-        not_ours = f"{path} is not a dataworth KAIROS state file (write one with --state-out or save_state)"
         if read_npz_text(path, "format") != _STATE_FORMAT:
-            raise FileFormatError(not_ours)
+            raise FileFormatError(f"{path} is not a dataworth KAIROS state file (write one with --state-out or save_state)")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
         missing = {"version", "params", "bandwidth", "x", "z", "row_sums", "ref_sums"} - set(arrays)
         if missing:
             raise FileFormatError(f"{path} is an incomplete KAIROS state file (no {', '.join(sorted(missing))}); write it again")
-        if int(arrays["version"]) != _STATE_VERSION:
-            raise FileFormatError(f"{path} is a KAIROS state of version {int(arrays['version'])}; this dataworth reads {_STATE_VERSION}")
-        params = json.loads(arrays["params"].item())
-        if device is not None:
-            params["device"] = device
-        est = cls(**params)
-        est._validate_params()
-        dev = torch.device(params["device"])
-        est.bandwidth_ = float(arrays["bandwidth"])
-        est._scale = float(arrays["scale"]) if "scale" in arrays else 1.0
-        est._kernel = est._make_kernel()
-        est._x = torch.from_numpy(arrays["x"]).to(dev)
-        est._z = torch.from_numpy(arrays["z"]).to(dev)
-        est._row_sums = torch.from_numpy(arrays["row_sums"]).to(dev)
-        est._ref_sums = torch.from_numpy(arrays["ref_sums"]).to(dev)
-        est.feature_names_ = tuple(arrays["feature_names"].tolist()) if "feature_names" in arrays else None
-        est.label_column_ = arrays["label_column"].item() if "label_column" in arrays else None
-        est._names = arrays.get("names")
+        version = arrays["version"]
+        if version.dtype.kind not in "iu" or int(version) not in _READABLE_VERSIONS:
+            raise FileFormatError(f"{path} is a KAIROS state of version {version}; this dataworth reads {_READABLE_VERSIONS}")
+        try:
+            params = json.loads(arrays["params"].item())
+            if device is not None:
+                params["device"] = device
+            est = cls(**params)
+            est._validate_params()
+            est._restore(arrays, resolve_device(params["device"]))
+        except DataworthError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+            raise FileFormatError(f"{path} is a damaged KAIROS state file ({exc}); write it again") from None
+        return est
+
+    def _restore(self, arrays: dict[str, np.ndarray], device: torch.device) -> None:
+        """Set the fitted state from the arrays of a state file, checking that they fit together."""
+        n, m = len(arrays["x"]), len(arrays["z"])
+        per_row = ("row_sums", "ref_sums", "codes", "residuals", "names")
+        wrong = [k for k in per_row if k in arrays and len(arrays[k]) != n]
+        if wrong or arrays["x"].ndim != 2 or arrays["z"].shape[1:] != arrays["x"].shape[1:] or len(arrays.get("ref_codes", [0] * m)) != m:
+            raise ValueError(f"arrays of mismatched shapes: {', '.join(wrong) or 'x, z or ref_codes'}")
+        self.bandwidth_ = float(arrays["bandwidth"])
+        self._scale = float(arrays["scale"]) if "scale" in arrays else 1.0
+        self._x = torch.from_numpy(arrays["x"]).to(device)
+        self._z = torch.from_numpy(arrays["z"]).to(device)
+        self._kernel = self._make_kernel()
+        self._row_sums = torch.from_numpy(arrays["row_sums"]).to(device)
+        self._ref_sums = torch.from_numpy(arrays["ref_sums"]).to(device)
+        self.feature_names_ = tuple(arrays["feature_names"].tolist()) if "feature_names" in arrays else None
+        self.label_column_ = arrays["label_column"].item() if "label_column" in arrays else None
+        self.id_column_ = arrays["id_column"].item() if "id_column" in arrays else None
+        self._names = arrays.get("names")
         labelled = "codes" in arrays
-        est.classes_ = arrays["classes"] if labelled else None
-        est._codes = arrays["codes"] if labelled else None
-        est._ref_codes = arrays["ref_codes"] if labelled else None
-        est._residuals = arrays["residuals"] if labelled else None
-        est._label_params = {
-            k.removeprefix("label_model_"): torch.from_numpy(v).to(dev) if k == "label_model_weights" else v
+        self.classes_ = arrays["classes"] if labelled else None
+        self._codes = arrays["codes"] if labelled else None
+        self._ref_codes = arrays["ref_codes"] if labelled else None
+        self._residuals = arrays["residuals"] if labelled else None
+        self._label_params = {
+            k.removeprefix("label_model_"): torch.from_numpy(v).to(device) if k == "label_model_weights" else v
             for k, v in arrays.items()
             if k.startswith("label_model_")
         }
-        est._publish({})
-        return est
+        self._publish({})
 
     # ------------------------------------------------------------------ internals
     def _validate_params(self) -> None:
