@@ -37,3 +37,25 @@ def test_a_file_that_is_not_a_checkpoint_is_refused_with_its_line(tmp_path):
     path.write_text('{"key": "a", "value": 1}\nnot json\n')
     with pytest.raises(FileFormatError, match=r"job.partial.jsonl line 2 is not a checkpoint entry; delete the file"):
         Checkpoint(path)
+
+
+@pytest.mark.parametrize("content", ['{"a":1}\n{"a":2}', '{"a": 1}', "notes without a newline", '{"key": "a", "value": 1}\nhello'])
+def test_a_file_that_is_not_a_checkpoint_is_left_as_it_is(tmp_path, content):
+    """Checked before the torn-line repair: a user's file given as a checkpoint used to lose its last line."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(content)
+    with pytest.raises(FileFormatError, match=r"data.jsonl (line 1 is not a checkpoint entry|does not end as a checkpoint does)"):
+        Checkpoint(path)
+    assert path.read_text() == content
+
+
+def test_discard_keeps_the_items_of_other_jobs(tmp_path):
+    path = tmp_path / "job.jsonl"
+    checkpoint = Checkpoint(path)
+    for game, mask in (("g1", "00"), ("g2", "01"), ("g1", "10")):
+        checkpoint.add([game, mask], 0.5)
+    checkpoint.discard(lambda key: key[0] == "g1")
+    reopened = Checkpoint(path)
+    assert reopened.resumed == 1 and reopened.get(["g2", "01"]) == 0.5
+    reopened.discard(lambda key: key[0] == "g2")
+    assert not path.exists()

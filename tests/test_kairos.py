@@ -194,14 +194,21 @@ def test_precision_computes_as_if_the_data_came_in_that_dtype(planted, given, co
 
 
 def test_values_beyond_float32_are_refused_not_made_infinite(planted):
+    """Rows are rescaled by a power of two before the cast, so float32 holds any one scale (tested: X × 2^200),
+    but not a spread of scales wider than float32's: that is refused, not flushed to 0 or inf."""
     X, y, Z, y_ref = planted
     big = X.copy()
     big[5, 1] = 1e39
-    with pytest.raises(InputError, match=r"values of the training set exceed the float32 range \(largest \|value\| 1e\+39\)"):
+    with pytest.raises(InputError, match=r"values of the training set span more than float32 can hold \(largest \|value\| 1e\+39, "
+                                         r"smallest non-zero .*\); use precision='float64'"):
         Kairos(precision="float32").fit(big, y, reference=(Z, y_ref))
+    huge = Kairos(precision="float32").fit(X * 2.0**200, y, reference=(Z * 2.0**200, y_ref))
+    np.testing.assert_array_equal(huge.values_, Kairos(precision="float32").fit(X, y, reference=(Z, y_ref)).values_)
     est = Kairos().fit(X.astype(np.float32), y, reference=(Z.astype(np.float32), y_ref))
-    with pytest.raises(InputError, match="values of the added set exceed the float32 range"):
+    with pytest.raises(InputError, match=r"the added set reaches \|value\| 1e\+39, far beyond the fitted rows"):
         est.add(big[:6], y[:6])
+    with pytest.raises(InputError, match=r"values of the added set exceed the float32 range"):
+        est.add(np.full((2, 4), 1e300), y[:2])
     with pytest.raises(InputError, match="precision must be one of input, float32, float64; got 'half'"):
         Kairos(precision="half").fit(X, y, reference=(Z, y_ref))
 
@@ -263,7 +270,7 @@ def test_values_are_invariant_to_the_scale_of_the_features(planted, factor):
     np.testing.assert_allclose(scaled.values_, base.values_, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(scaled.bandwidth_ / factor, base.bandwidth_, rtol=1e-12)
     scaled.add(X[:3] * factor, y[:3])
-    assert np.isfinite(scaled.values_).all()
+    np.testing.assert_allclose(scaled.values_, base.add(X[:3], y[:3]).values_, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("bandwidth", [1e-3, 1e20])

@@ -15,14 +15,17 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from dataworth.checks import FileFormatError
-from dataworth.data import jsonable
+from dataworth.data import atomic_write, jsonable
 
 SYNC_INTERVAL = 1.0
 """Seconds between syncs of the checkpoint file to disk."""
+#: How every line this module writes starts: a cut-off last line of a checkpoint starts so too.
+_LINE_START = b'{"key": '
 
 
 class Checkpoint:
@@ -33,8 +36,9 @@ class Checkpoint:
         self._handle: IO[str] | None = None
         self._synced = time.monotonic()
         self._values: dict[str, Any] = {}
+        self._keys: dict[str, Any] = {}  # canonical key -> the key as given
         if self.path.exists():
-            self._values = self._read()
+            self._read()
         #: How many finished items were found when the checkpoint was opened.
         self.resumed = len(self._values)
 
@@ -52,7 +56,9 @@ class Checkpoint:
         if time.monotonic() - self._synced >= SYNC_INTERVAL:
             os.fsync(self._handle.fileno())
             self._synced = time.monotonic()
-        self._values[_canonical(key)] = json.loads(line)["value"]
+        canonical = _canonical(key)
+        self._values[canonical] = json.loads(line)["value"]
+        self._keys[canonical] = key
 
     def close(self) -> None:
         """Sync and close the file (it stays on disk for the next run)."""
@@ -66,22 +72,40 @@ class Checkpoint:
         self.close()
         self.path.unlink(missing_ok=True)
 
-    def _read(self) -> dict[str, Any]:
+    def discard(self, finished: Callable[[Any], bool]) -> None:
+        """Drop the items whose key ``finished(key)`` says belong to a job that is done, keeping the others
+        (the file may hold several jobs' items); the file is deleted when nothing is left."""
+        self.close()
+        kept = {canonical: key for canonical, key in self._keys.items() if not finished(key)}
+        if not kept:
+            self.path.unlink(missing_ok=True)
+        elif len(kept) < len(self._keys):
+            lines = "".join(json.dumps({"key": key, "value": self._values[c]}, default=jsonable) + "\n" for c, key in kept.items())
+            with atomic_write(self.path) as tmp:
+                tmp.write_text(lines, encoding="utf-8")
+        self._values = {c: self._values[c] for c in kept}
+        self._keys = kept
+
+    def _read(self) -> None:
+        """Load the file's items; a torn last line is cut off, but only once every complete line has
+        proved to be an item (a file that is not a checkpoint is refused and left as it is)."""
         data = self.path.read_bytes()
         complete = data.rfind(b"\n") + 1
-        if complete < len(data):  # the last write was cut off: drop it so new lines start clean
-            with open(self.path, "r+b") as handle:
-                handle.truncate(complete)
-        values: dict[str, Any] = {}
         for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), start=1):
             try:
                 entry = json.loads(line)
-                values[_canonical(entry["key"])] = entry["value"]
+                canonical = _canonical(entry["key"])
+                self._values[canonical], self._keys[canonical] = entry["value"], entry["key"]
             except (ValueError, TypeError, KeyError):
                 raise FileFormatError(
                     f"{self.path} line {number} is not a checkpoint entry; delete the file to start the job over"
                 ) from None
-        return values
+        tail = data[complete:]
+        if tail and not tail.startswith(_LINE_START):
+            raise FileFormatError(f"{self.path} does not end as a checkpoint does; delete the file to start the job over")
+        if tail:  # the last write was cut off: drop it so new lines start clean
+            with open(self.path, "r+b") as handle:
+                handle.truncate(complete)
 
 
 def _canonical(key: Any) -> str:

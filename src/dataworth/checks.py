@@ -71,12 +71,25 @@ def check_features(data: Any, name: str, *, device: str | torch.device = "cpu") 
     return torch.from_numpy(array).to(resolve_device(device))
 
 
-def cast_features(features: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
-    """``features`` in ``dtype``; an :class:`InputError` when a value does not fit it (float64 → float32)."""
+def cast_features(features: torch.Tensor, dtype: torch.dtype, name: str, *, unit: float = 1.0) -> torch.Tensor:
+    """``features`` in ``dtype``; an :class:`InputError` when a value does not fit it (float64 → float32):
+    too large for it, or non-zero but below its smallest normal number (precision lost, or 0).
+
+    ``unit`` is what ``features`` were multiplied by (an exact rescaling), so messages give the data's values.
+    """
     cast = features.to(dtype)
-    if cast.dtype != features.dtype and not torch.isfinite(cast).all():
-        kind = str(dtype).removeprefix("torch.")
-        raise InputError(f"values of {name} exceed the {kind} range (largest |value| {features.abs().max().item():.3g})")
+    if cast.dtype == features.dtype:
+        return cast
+    kind = str(dtype).removeprefix("torch.")
+    magnitude = features.abs()
+    if not torch.isfinite(cast).all():
+        raise InputError(f"values of {name} exceed the {kind} range (largest |value| {magnitude.max().item() / unit:.3g})")
+    if ((magnitude > 0) & (magnitude < torch.finfo(dtype).tiny)).any():
+        smallest = magnitude[magnitude > 0].min().item() / unit
+        raise InputError(
+            f"values of {name} span more than {kind} can hold (largest |value| {magnitude.max().item() / unit:.3g}, "
+            f"smallest non-zero {smallest:.3g}); use precision='float64' or rescale the features"
+        )
     return cast
 
 

@@ -31,6 +31,11 @@ from dataworth.report.plots import method_bars
 from dataworth.result import sidecar_path
 from dataworth.valuation import METHODS, ONLINE_METHODS, Valuator, load_state
 
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
 console = Console(soft_wrap=True)
 #: Estimator parameters the CLI sets itself, and the option to use instead.
 RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel", "device": "--device", "progress": "(always on)"}
@@ -64,7 +69,7 @@ app = typer.Typer(
 
 
 @app.callback()
-def main(
+def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ) -> None:
     """What is each piece of your training data worth?"""
@@ -373,5 +378,23 @@ def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None) ->
     console.print(f"wrote {len(result)} values to {out} ({estimator.method}, {seconds:.2f} s); lowest rows: {', '.join(map(str, lowest))}")
 
 
+def main() -> None:
+    """The console script: :data:`app`, with usage errors (a missing option, a number that is not one)
+    as one ``error:`` line and exit code 2 too, instead of click's framed message."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `dataworth` or `dataworth bench` alone: the help
+        print(exc.ctx.get_help() if exc.ctx else "", file=sys.stderr)
+        code = 2
+    except UsageError as exc:
+        print(f"error: {_one_line(exc.format_message())} (see --help)", file=sys.stderr)
+        code = 2
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        code = 1
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()

@@ -61,8 +61,11 @@ def test_bad_specs_are_refused():
     assert parse_corruption("feature-noise:0.05") == ("feature-noise", 0.05)
     with pytest.raises(InputError, match="unknown corruption 'typos'"):
         parse_corruption("typos:0.1")
-    with pytest.raises(InputError, match="fraction must be a number in"):
+    with pytest.raises(InputError, match=r"corruption fraction in 'label-flip:1.5' must be a number in \(0, 1\)"):
         parse_corruption("label-flip:1.5")
+    for spec in ("label-flip", "label-flip:", "label-flip: "):  # used to mean 0.1, silently
+        with pytest.raises(InputError, match=r"give the corruption as KIND:FRACTION, e.g. label-flip:0.1"):
+            parse_corruption(spec)
     with pytest.raises(InputError, match="unknown method"):
         run_detection(digits(), "label-flip:0.1", ["magic"])
 

@@ -58,7 +58,7 @@ def test_report_rejects_a_mask_of_the_wrong_length(report, tmp_path):
     out = tmp_path / "r.html"
     result = CliRunner().invoke(app, ["report", str(path.parent / "v.parquet"), "--train", str(path.parent / "train.npz"),
                                       "--mask", str(tmp_path / "short.npy"), "--out", str(out)])
-    assert result.exit_code == 2 and "groups has 5 rows but the result has 1437 values" in result.stderr
+    assert result.exit_code == 2 and "MASK has 5 rows but the values file has 1437 values" in result.stderr
     assert not out.exists()
 
 
@@ -121,3 +121,28 @@ def test_every_plot_gives_a_group_the_same_colour_and_coinciding_removal_curves_
     first, second = removal.axes[0].lines
     assert (first.get_linestyle(), first.get_marker()) != (second.get_linestyle(), second.get_marker())
     assert first.get_color() != second.get_color()
+
+
+def test_a_report_refuses_values_of_other_rows_and_keeps_fixed_columns_visible(tmp_path, planted):
+    import pandas as pd
+
+    X, y, Z, y_ref = planted
+    frame = pd.DataFrame(X, columns=["value", "label", "b", "c"]).assign(target=y, uid=[f"r{i}" for i in range(len(X))])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    frame.sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv", index=False)
+    runner = CliRunner()
+    args = ["--label-column", "target", "--id-column", "uid"]
+    assert runner.invoke(app, ["value", str(tmp_path / "t.csv"), "--reference", str(tmp_path / "t.csv"), "--out",
+                               str(tmp_path / "v.csv"), *args]).exit_code == 0
+    wrong = runner.invoke(app, ["report", str(tmp_path / "v.csv"), "--train", str(tmp_path / "shuffled.csv"), "--out",
+                                str(tmp_path / "r.html"), *args])
+    assert wrong.exit_code == 2 and "the values file's rows are not TRAIN's: row 0 is 'r0' in the values" in wrong.stderr
+    made = runner.invoke(app, ["report", str(tmp_path / "v.csv"), "--train", str(tmp_path / "t.csv"), "--out",
+                               str(tmp_path / "r.html"), *args])
+    assert made.exit_code == 0, made.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "<th>value</th><th>label</th><th>value (feature)</th><th>label (feature)</th>" in html
+    np.save(tmp_path / "m.npy", np.zeros(3, bool))
+    short = runner.invoke(app, ["report", str(tmp_path / "v.csv"), "--train", str(tmp_path / "t.csv"), "--mask",
+                                str(tmp_path / "m.npy"), "--out", str(tmp_path / "s.html"), *args])
+    assert short.exit_code == 2 and "MASK has 3 rows but the values file has 40 values" in short.stderr

@@ -6,7 +6,7 @@ from sklearn.ensemble import BaggingClassifier
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from dataworth.checks import InputError
+from dataworth.checks import DataworthWarning, InputError
 from dataworth.valuation.data_oob import DataOOB
 
 
@@ -37,7 +37,8 @@ def test_equals_independent_oob_recomputation(planted, estimator):
 
 def test_rows_never_out_of_bag_get_the_mean_value(planted):
     X, y, _, _ = planted
-    est = DataOOB(n_estimators=3, seed=1).fit(X, y)
+    with pytest.warns(DataworthWarning, match="in the bootstrap sample of every model"):
+        est = DataOOB(n_estimators=3, seed=1).fit(X, y)
     outcomes = oob_by_loop(X, y, DecisionTreeClassifier(), 3, 1)
     never = np.array([not o for o in outcomes])
     assert 0 < never.sum() < len(X)
@@ -139,3 +140,9 @@ def test_an_estimator_that_refuses_the_data_is_an_input_error(planted):
     X, y, _, _ = planted
     with pytest.raises(InputError, match=r"reaches \|value\| .*e\+301, beyond the float32 range .*; rescale the features"):
         DataOOB(n_estimators=5, estimator=LogisticRegression()).fit(X * 1e300, y)
+
+
+def test_rows_never_out_of_bag_are_warned_about(planted):
+    X, y, _, _ = planted
+    with pytest.warns(DataworthWarning, match=r"12 of 40 rows were in the bootstrap sample of every model.*n_estimators=3"):
+        DataOOB(n_estimators=3, seed=1).fit(X, y)

@@ -17,7 +17,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from dataworth.checkpoint import Checkpoint
-from dataworth.checks import InputError
+from dataworth.checks import InputError, check_fraction
 from dataworth.evaluation import corruptions as c
 from dataworth.evaluation.datasets import EvaluationSet
 from dataworth.evaluation.metrics import detection_auprc, detection_auroc, detection_rate, two_means_f1
@@ -46,16 +46,16 @@ class DetectionTask:
 
 def parse_corruption(spec: str) -> tuple[str, float]:
     """``"label-flip:0.1"`` -> ``("label-flip", 0.1)``."""
-    kind, _, fraction = spec.partition(":")
+    kind, colon, fraction = spec.partition(":")
     if kind not in CORRUPTIONS:
         raise InputError(f"unknown corruption {kind!r}; available: {', '.join(CORRUPTIONS)} (as KIND:FRACTION)")
+    if not colon or not fraction.strip():
+        raise InputError(f"give the corruption as KIND:FRACTION, e.g. {kind}:0.1; got {spec!r}")
     try:
-        value = float(fraction) if fraction else 0.1
+        value = float(fraction)
     except ValueError:
         raise InputError(f"corruption fraction must be a number in (0, 1); got {fraction!r} in {spec!r}") from None
-    if not 0 < value < 1:
-        raise InputError(f"corruption fraction must be a number in (0, 1); got {value} in {spec!r}")
-    return kind, value
+    return kind, check_fraction(value, f"corruption fraction in {spec!r}", open_interval=True)
 
 
 def make_task(data: EvaluationSet, kind: str, fraction: float, *, seed: int, max_train: int | None = None) -> DetectionTask:

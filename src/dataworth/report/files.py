@@ -41,16 +41,19 @@ def report_from_files(
                "id_column": id_column}
     loaded = load_datasets({"TRAIN": train} | ({} if reference is None else {"REF": reference}), **columns)
     data = loaded["TRAIN"]
-    if result.names is None and data.names is not None and len(data.names) == len(result):
-        result = replace(result, names=data.names)
+    features = check_features(data.X, "TRAIN").numpy()
+    labels = None if data.y is None else check_labels(data.y, len(features), "TRAIN's labels")
+    result = _paired(result, data.names, len(features))
     extras = load_npz_extras(train, ("images", "texts"))
     groups = None if mask is None else groups_from_mask(load_array(mask, name="MASK"))
+    if groups is not None and len(groups) != len(result):
+        raise InputError(f"MASK has {count_noun(len(groups), 'row')} but the values file has {count_noun(len(result), 'value')}")
     removal = None
     if reference is not None:
         removal = removal_curves(result, data, loaded["REF"])
     return write_report(
-        out_path, result, groups=groups, labels=data.y, images=extras.get("images"), texts=extras.get("texts"),
-        features=np.asarray(data.X), feature_names=data.columns, removal=removal, title=f"dataworth report: {Path(values).name}",
+        out_path, result, groups=groups, labels=labels, images=extras.get("images"), texts=extras.get("texts"),
+        features=features, feature_names=data.columns, removal=removal, title=f"dataworth report: {Path(values).name}",
     )
 
 
@@ -63,14 +66,32 @@ def removal_curves(result: ValuationResult, train: Dataset, ref: Dataset) -> dic
     X_ref = check_features(ref.X, "REF").numpy()
     check_same_width(torch.from_numpy(X), torch.from_numpy(X_ref), "REF")
     y, y_ref = check_labels(train.y, len(X), "TRAIN labels"), check_labels(ref.y, len(X_ref), "REF labels")
-    if len(y) != len(result):
-        raise InputError(f"TRAIN has {count_noun(len(y), 'row')} but the values file has {count_noun(len(result), 'value')}")
     return {
         f"remove {order} first": (
             REMOVAL_FRACTIONS, removal_curve(result.values, X, y, X_ref, y_ref, fractions=REMOVAL_FRACTIONS, remove=order)
         )
         for order in ("lowest", "highest")
     }
+
+
+def _paired(result: ValuationResult, names: np.ndarray | None, n_rows: int) -> ValuationResult:
+    """``result`` checked to belong to TRAIN (``n_rows`` rows, named ``names`` or not) row for row: the same
+    number of rows and, when both name their rows, the same names in the same order; it takes TRAIN's
+    names when it has none."""
+    if n_rows != len(result):
+        raise InputError(f"TRAIN has {count_noun(n_rows, 'row')} but the values file has {count_noun(len(result), 'value')}")
+    if names is None:
+        return result
+    if result.names is None:
+        return replace(result, names=names)
+    differ = np.flatnonzero(result.names.astype(str) != names.astype(str))
+    if differ.size:
+        i = int(differ[0])
+        raise InputError(
+            f"the values file's rows are not TRAIN's: row {i} is {str(result.names[i])!r} in the values and {str(names[i])!r} "
+            "in TRAIN; give the TRAIN the values were computed on"
+        )
+    return result
 
 
 def groups_from_mask(mask: np.ndarray) -> np.ndarray:

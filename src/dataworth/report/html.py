@@ -92,7 +92,8 @@ def _lowest_section(result, groups, labels, images, texts, features, feature_nam
             row["text"] = texts[i][:600]
         elif images is None and features is not None:
             names = feature_names if feature_names is not None else [f"x{j}" for j in range(features.shape[1])]
-            row |= {str(name): f"{v:.4g}" for name, v in zip(names[:12], features[i][:12], strict=False)}
+            for name, v in zip(names[:12], features[i][:12], strict=False):  # a feature never hides a fixed column
+                row[f"{name} (feature)" if str(name) in row else str(name)] = f"{v:.4g}"
         rows.append(row)
     parts.append(_table(rows))
     return "".join(parts)

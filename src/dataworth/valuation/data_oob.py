@@ -12,6 +12,7 @@ validation set is needed. A row is out of bag for a given model with probability
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from sklearn.ensemble import BaggingClassifier
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.multiclass import type_of_target
 
-from dataworth.checks import InputError, check_features, check_int, check_labels, check_seed, warn_if_degenerate
+from dataworth.checks import DataworthWarning, InputError, check_features, check_int, check_labels, check_seed, warn_if_degenerate
 from dataworth.data import as_dataset
 from dataworth.linalg import power_of_two_scale
 from dataworth.result import ValuationResult
@@ -121,6 +122,14 @@ def _oob_accuracy(hits: np.ndarray, counts: np.ndarray, n_estimators: int) -> np
     values = np.empty(hits.shape[0], dtype=np.float64)
     values[seen] = hits[seen] / counts[seen]
     values[~seen] = values[seen].mean()
+    unseen = int((~seen).sum())
+    if unseen:
+        warnings.warn(
+            f"{unseen} of {hits.shape[0]} rows were in the bootstrap sample of every model, so they have no out-of-bag "
+            f"estimate and get the mean of the others' values; use more estimators than n_estimators={n_estimators}",
+            DataworthWarning,
+            stacklevel=3,
+        )
     return values
 
 

@@ -58,10 +58,6 @@ from dataworth.linalg import power_of_two_scale, solve_spd_inplace
 from dataworth.result import ValuationResult
 from dataworth.valuation.base import Valuator
 
-#: Rescaled features have |value| < 1; bandwidths and added rows are refused beyond these bounds
-#: (the kernel would be exactly 0 or 1 between rows; squared distances would overflow).
-_MAX_SCALED = 1e150
-_MIN_SCALED_BANDWIDTH = 1e-150
 _STATE_FORMAT = "dataworth.kairos.state"
 _STATE_VERSION = 2  # 2: rows stored rescaled by a power of two ("scale"); 1: as given
 _READABLE_VERSIONS = (1, 2)
@@ -161,14 +157,14 @@ class Kairos(Valuator):
         data = prepare_data(
             X, y, reference, method="KAIROS", device=self.device, require_labels=self.label_kernel == "indicator"
         )
-        x, z, codes, ref_codes = data.x, data.z, data.codes, data.ref_codes
+        # Exact power-of-two rescaling: the kernel depends on ||x − x'||/σ only, so values are unchanged,
+        # but squared distances of features ~1e200 (or ~1e-200) stay in range, in either precision.
+        self._scale = power_of_two_scale(data.x, data.z)
+        x, z, codes, ref_codes = data.x * self._scale, data.z * self._scale, data.codes, data.ref_codes
         if self.precision != "input":
             dtype = getattr(torch, self.precision)
-            x, z = cast_features(x, dtype, "the training set"), cast_features(z, dtype, "the reference set")
-        # Exact power-of-two rescaling: the kernel depends on ||x − x'||/σ only, so values are unchanged,
-        # but squared distances of features ~1e200 (or ~1e-200) stay in range.
-        self._scale = power_of_two_scale(x, z)
-        x, z = x * self._scale, z * self._scale
+            x = cast_features(x, dtype, "the training set", unit=self._scale)
+            z = cast_features(z, dtype, "the reference set", unit=self._scale)
         self.classes_ = data.classes
         self.feature_names_ = data.columns
         self.label_column_ = data.label_column
@@ -215,8 +211,8 @@ class Kairos(Valuator):
             )
         x_new = check_features(new.X, "the added set", device=self._x.device)
         check_same_width(self._x, x_new, "the added set")
-        x_new = cast_features(x_new, self._x.dtype, "the added set") * self._scale
-        if x_new.abs().max() > _MAX_SCALED:
+        x_new = cast_features(x_new * self._scale, self._x.dtype, "the added set", unit=self._scale)
+        if x_new.abs().max() > _range_limit(x_new.dtype):
             raise InputError(
                 f"the added set reaches |value| {x_new.abs().max().item() / self._scale:.3g}, far beyond the fitted rows "
                 f"(largest |value| below {1 / self._scale:.3g}), so their squared distances overflow; fit again on all rows"
@@ -457,7 +453,8 @@ class Kairos(Valuator):
         """The kernel on the rescaled rows (σ · scale); an :class:`InputError` when the bandwidth is so far
         from the data's scale that the kernel could only be 0 or 1 between rows."""
         sigma = self.bandwidth_ * self._scale
-        if not _MIN_SCALED_BANDWIDTH <= sigma <= _MAX_SCALED:
+        limit = _range_limit(self._x.dtype)
+        if not 1 / limit <= sigma <= limit:
             median = self._median_distance()
             raise InputError(
                 f"the bandwidth {self.bandwidth_:.3g} is {self.bandwidth_ / median:.1e} times the median distance between "
@@ -533,6 +530,13 @@ def robust_zscore(v: np.ndarray) -> np.ndarray:
     if scale == 0:
         scale = v.std()
     return np.zeros_like(v) if scale == 0 else (v - center) / scale
+
+
+def _range_limit(dtype: torch.dtype) -> float:
+    """Rescaled rows have |value| < 1: bandwidths outside [1/limit, limit] and added rows beyond ``limit``
+    are refused (the kernel would be exactly 0 or 1 between rows; squared distances, or 1/σ², would
+    overflow). limit = (largest float)^(1/4): 4e9 in float32, 1e77 in float64."""
+    return float(torch.finfo(dtype).max) ** 0.25
 
 
 def _one_hot(codes: np.ndarray, n_classes: int) -> np.ndarray:

@@ -161,10 +161,11 @@ class Lava(Valuator):
         timings["transport"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
 
-        self.ot_distance_ = distance * self.cost_scale_
-        gradient = calibrated_gradient(potential * self.cost_scale_)
-        if not np.isfinite(gradient).all():
-            _unscaled(np.inf, 1.0)
+        with np.errstate(over="ignore"):  # in the data's units: checked right below
+            self.ot_distance_ = distance * self.cost_scale_
+            gradient = calibrated_gradient(potential) * self.cost_scale_
+        if not (np.isfinite(gradient).all() and np.isfinite(self.ot_distance_)):
+            raise _beyond_float64(scale)
         warn_if_degenerate(
             gradient, "LAVA", "the training rows are indistinguishable to optimal transport (constant features?); check the features"
         )
@@ -191,11 +192,15 @@ def _unscaled(squared: float, scale: float) -> float:
     :class:`InputError` when it is beyond float64 (LAVA's values are in units of squared distance)."""
     value = squared / scale / scale
     if not np.isfinite(value) or (squared > 0 and value == 0):
-        raise InputError(
-            "LAVA's values are in units of squared distance between rows, and at this feature scale "
-            f"(largest |value| about 2^{-np.log2(scale):.0f}) they do not fit in float64; rescale the features (e.g. standardize them)"
-        )
+        raise _beyond_float64(scale)
     return value
+
+
+def _beyond_float64(scale: float) -> InputError:
+    return InputError(
+        "LAVA's values are in units of squared distance between rows, and at this feature scale "
+        f"(largest |value| about 2^{-np.log2(scale):.0f}) they do not fit in float64; rescale the features (e.g. standardize them)"
+    )
 
 
 def squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

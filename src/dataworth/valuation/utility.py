@@ -14,7 +14,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Number
 from typing import Any
 
@@ -210,7 +210,7 @@ class SubsetValuator(Valuator):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             self.fit_game(utility, data.x.shape[0])
-        self.result_.names = data.names
+        self.result_ = replace(self.result_, names=data.names)
         not_converged = min(_pass_on_all_but_convergence(caught), utility.n_retrainings)
         if not_converged:
             warnings.warn(
@@ -232,7 +232,7 @@ class SubsetValuator(Valuator):
         cached = CachedUtility(utility, int(n_players), checkpoint=checkpoint, game=game)
         estimate = self._estimate(cached)
         if checkpoint is not None:
-            checkpoint.remove()
+            checkpoint.discard(lambda key: isinstance(key, list) and key[:1] == [game])  # other games' values stay
         self.n_evaluations_, self.n_reused_ = cached.n_evaluations, cached.n_reused
         plain = (Number, str, os.PathLike)  # kept as they are; models, samplers, rules by their repr
         params = {k: v if v is None or isinstance(v, plain) else repr(v) for k, v in self.get_params(deep=False).items()}
