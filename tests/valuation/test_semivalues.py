@@ -19,6 +19,7 @@ from threadpoolctl import threadpool_limits
 from dataworth.checkpoint import Checkpoint
 from dataworth.checks import DataworthWarning, FileFormatError, InputError, prepare_data
 from dataworth.result import ValuationResult
+from dataworth.valuation.coefficients import BernoulliCoefficient, BetaCoefficient, ShapleyCoefficient
 from dataworth.valuation.samplers import (
     BernoulliSampler,
     BetaBernoulliSampler,
@@ -593,3 +594,49 @@ def test_a_checkpoint_needs_a_utility_that_names_its_game(tmp_path):
         LeaveOneOut(checkpoint=tmp_path / "game.jsonl").fit_game(GAMES["additive"], N)
     with pytest.raises(FileFormatError, match="unsupported file type '.txt' for the checkpoint file"):
         LeaveOneOut(checkpoint=tmp_path / "game.txt").fit_game(GAMES["additive"], N)
+
+
+# ---------------------------------------------------------------- coefficient × sampler
+COEFFICIENTS = {"shapley": ShapleyCoefficient(), "banzhaf": BernoulliCoefficient(0.5), "beta(16,1)": BetaCoefficient(16, 1)}
+
+
+@pytest.mark.parametrize("name", COEFFICIENTS)
+def test_coefficients_are_the_oracles_weights(name):
+    for k in range(N):
+        assert math.comb(N - 1, k) * COEFFICIENTS[name](N, k) == pytest.approx(SEMIVALUES[name](N, k + 1), rel=1e-12)
+
+
+@pytest.mark.parametrize(("sampler", "own", "target"), [
+    (PermutationSampler(seed=1), "shapley", "beta(16,1)"),
+    (PermutationSampler(seed=1), "shapley", "banzhaf"),
+    (FlipSampler(BernoulliSampler(0.5, seed=1)), "banzhaf", "shapley"),
+    (FlipSampler(BetaBernoulliSampler(1, 1, seed=1)), "shapley", "beta(16,1)"),
+])
+def test_a_sampler_reweighted_to_another_coefficient_estimates_that_semivalue(sampler, own, target):
+    """Importance weights p(k)/q(k): permutations (q = Shapley) estimate Beta(16, 1) and Banzhaf, Banzhaf's
+    subsets estimate Shapley; within 4 standard errors of the target's exact values, far from the sampler's own."""
+    exact = {name: exact_semivalues(size_profile_game, N, SEMIVALUES[name]) for name in COEFFICIENTS}
+    result = Semivalue(sampler=sampler, stopping=MaxSamples(4000), coefficient=COEFFICIENTS[target]).fit_game(
+        size_profile_game, N
+    ).result_
+    assert_within_error_bars(result, exact[target], max_stderr=0.06)
+    assert (np.abs(result.values - exact[own]) / result.stderr).max() > 6
+
+
+def test_maximum_sample_reuse_cannot_be_reweighted():
+    with pytest.raises(InputError, match=r"maximum sample reuse estimates only its own semivalue"):
+        Semivalue(sampler=MSRSampler(), stopping=MaxSamples(10), coefficient=ShapleyCoefficient()).fit_game(size_profile_game, N)
+    with pytest.raises(InputError, match=r"coefficient must be a Coefficient"):
+        Semivalue(sampler=PermutationSampler(), stopping=MaxSamples(10), coefficient=0.5).fit_game(size_profile_game, N)
+
+
+def test_log_coefficients_stay_finite_where_the_coefficients_underflow():
+    n = 5000
+    sizes = np.arange(n)
+    shapley, banzhaf = ShapleyCoefficient().log(n, sizes), BernoulliCoefficient(0.5).log(n, sizes)
+    assert np.isfinite(shapley).all() and np.isfinite(banzhaf).all() and ShapleyCoefficient()(n, n // 2) == 0.0
+    from scipy.special import gammaln, logsumexp
+
+    binomial = gammaln(n) - gammaln(sizes + 1) - gammaln(n - sizes)  # log C(n−1, k)
+    assert logsumexp(shapley + binomial) == pytest.approx(0.0, abs=1e-9)  # Σ_k C(n−1, k) p(k) = 1
+    assert logsumexp(banzhaf + binomial) == pytest.approx(0.0, abs=1e-9)

@@ -7,6 +7,7 @@ import os
 from dataworth.data import existing_file, read_npz_text
 from dataworth.errors import FileFormatError
 from dataworth.valuation.base import NotFittedError, Valuator
+from dataworth.valuation.coefficients import BernoulliCoefficient, BetaCoefficient, Coefficient, ShapleyCoefficient
 from dataworth.valuation.data_oob import DataOOB
 from dataworth.valuation.kairos import Kairos
 from dataworth.valuation.knn_shapley import KNNShapley
@@ -37,8 +38,11 @@ def load_state(path: str | os.PathLike, *, device: str | None = None) -> Valuato
 __all__ = [
     "METHODS",
     "ONLINE_METHODS",
+    "BernoulliCoefficient",
     "BernoulliSampler",
     "BetaBernoulliSampler",
+    "BetaCoefficient",
+    "Coefficient",
     "BetaShapley",
     "DataBanzhaf",
     "DataOOB",
@@ -53,6 +57,7 @@ __all__ = [
     "NotFittedError",
     "PermutationSampler",
     "Semivalue",
+    "ShapleyCoefficient",
     "StderrBelow",
     "StoppingRule",
     "TMCShapley",

@@ -4,10 +4,10 @@ A semivalue weighs the marginal contributions of row i by the size of the subset
 
     φ_i = Σ_{S ⊆ D∖{i}} p(|S|) · [U(S ∪ {i}) − U(S)]
 
-As in pyDVL, a semivalue estimator is a coefficient p × a sampler (× a stopping rule,
-:mod:`dataworth.valuation.stopping`). Every sampler here draws subsets from the distribution that p
-itself defines, so each marginal it reports is an unbiased draw of φ_i and no importance weight is
-needed; ``coefficient(n_players, size)`` returns the p(size) of the semivalue a sampler estimates.
+As in pyDVL, a semivalue estimator is a coefficient p (:mod:`dataworth.valuation.coefficients`) × a
+sampler (× a stopping rule, :mod:`dataworth.valuation.stopping`). Every sampler here draws subsets from
+the distribution of one semivalue q, its ``coefficient``: its marginals are unbiased draws of that
+semivalue as they are, and of any other p once weighted by p(k)/q(k) (``samples(..., target=p)``).
 
 Subset samplers draw boolean inclusion masks and are usable on their own (e.g. m random subsets of
 K tasks): :class:`BernoulliSampler` (each player with probability p) and
@@ -20,15 +20,14 @@ a fixed p, one evaluation per subset).
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from scipy.special import betaln
 
 from dataworth.checks import InputError, check_fraction, check_int, check_non_negative, check_positive, check_seed
+from dataworth.valuation.coefficients import BernoulliCoefficient, BetaCoefficient, Coefficient, ShapleyCoefficient
 from dataworth.valuation.utility import Estimate
 
 MaskUtility = Callable[[np.ndarray], float]
@@ -68,8 +67,9 @@ class SubsetSampler(_Described, ABC):
     def _probabilities(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
         """The inclusion probability of each subset to draw."""
 
+    @property
     @abstractmethod
-    def coefficient(self, n_players: int, size: int) -> float:
+    def coefficient(self) -> Coefficient:
         """p(size): the probability that the other players of a fixed one form one given subset of ``size``."""
 
 
@@ -87,8 +87,9 @@ class BernoulliSampler(SubsetSampler):
     def _probabilities(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
         return np.full(n_samples, self.p)
 
-    def coefficient(self, n_players: int, size: int) -> float:
-        return self.p**size * (1 - self.p) ** (n_players - 1 - size)
+    @property
+    def coefficient(self) -> Coefficient:
+        return BernoulliCoefficient(self.p)
 
 
 class BetaBernoulliSampler(SubsetSampler):
@@ -107,8 +108,9 @@ class BetaBernoulliSampler(SubsetSampler):
     def _probabilities(self, rng: np.random.Generator, n_samples: int) -> np.ndarray:
         return rng.beta(self.beta, self.alpha, size=n_samples)
 
-    def coefficient(self, n_players: int, size: int) -> float:
-        return math.exp(betaln(size + self.beta, n_players - 1 - size + self.alpha) - betaln(self.alpha, self.beta))
+    @property
+    def coefficient(self) -> Coefficient:
+        return BetaCoefficient(self.alpha, self.beta)
 
 
 # ---------------------------------------------------------------------------- running estimates
@@ -219,15 +221,30 @@ class _MSREstimate(RunningEstimate):
 
 # ---------------------------------------------------------------------------- semivalue samplers
 class SemivalueSampler(_Described, ABC):
-    """Draws the samples of one semivalue (its :meth:`coefficient`) and keeps their running estimate."""
+    """Draws subsets with the weights of one semivalue (its :attr:`coefficient`) and keeps the running
+    estimate of a semivalue: its own, or another ``target`` coefficient by importance weighting."""
+
+    @property
+    @abstractmethod
+    def coefficient(self) -> Coefficient:
+        """q(size): the semivalue this sampler draws from (see the module docstring)."""
 
     @abstractmethod
-    def coefficient(self, n_players: int, size: int) -> float:
-        """p(size) of the semivalue this sampler estimates (see the module docstring)."""
+    def samples(self, utility: MaskUtility, n_players: int, target: Coefficient | None = None) -> Iterator[RunningEstimate]:
+        """Draw samples without end, yielding the (same, updated) running estimate after each.
 
-    @abstractmethod
-    def samples(self, utility: MaskUtility, n_players: int) -> Iterator[RunningEstimate]:
-        """Draw samples without end, yielding the (same, updated) running estimate after each."""
+        With a ``target`` p, each marginal of a subset of k other players is weighted by p(k)/q(k): a draw
+        of S with probability q(|S|) then has expectation Σ_S p(|S|) Δ_i(S), the target semivalue.
+        """
+
+    def _weights(self, target: Coefficient | None, n_players: int) -> np.ndarray | None:
+        """p(k)/q(k) for k = 0..n−1, or None when the target is this sampler's own semivalue."""
+        if target is None:
+            return None
+        if not isinstance(target, Coefficient):
+            raise InputError(f"coefficient must be a Coefficient such as BetaCoefficient(16, 1); got {target!r}")
+        sizes = np.arange(n_players)
+        return np.exp(target.log(n_players, sizes) - self.coefficient.log(n_players, sizes))
 
 
 class PermutationSampler(SemivalueSampler):
@@ -250,14 +267,20 @@ class PermutationSampler(SemivalueSampler):
         self.truncation_patience = check_int(truncation_patience, "truncation_patience", minimum=0)
         self.seed = check_seed(seed)
 
-    def coefficient(self, n_players: int, size: int) -> float:
-        return 1 / (n_players * math.comb(n_players - 1, size))
+    @property
+    def coefficient(self) -> Coefficient:
+        return ShapleyCoefficient()
 
-    def samples(self, utility: MaskUtility, n_players: int) -> Iterator[RunningEstimate]:
+    def samples(self, utility: MaskUtility, n_players: int, target: Coefficient | None = None) -> Iterator[RunningEstimate]:
         rng = np.random.default_rng(self.seed)
         estimate = _MeanEstimate(n_players)
+        weights = self._weights(target, n_players)
         while True:
-            estimate.add(self.marginals(utility, rng.permutation(n_players)))
+            permutation = rng.permutation(n_players)
+            marginals = self.marginals(utility, permutation)
+            if weights is not None:  # player π_j joins a subset of j − 1 others
+                marginals[permutation] *= weights
+            estimate.add(marginals)
             yield estimate
 
     def marginals(self, utility: MaskUtility, permutation: np.ndarray) -> np.ndarray:
@@ -295,11 +318,13 @@ class FlipSampler(SemivalueSampler):
             raise InputError(f"subsets must be a SubsetSampler (BernoulliSampler or BetaBernoulliSampler); got {subsets!r}")
         self.subsets = subsets
 
-    def coefficient(self, n_players: int, size: int) -> float:
-        return self.subsets.coefficient(n_players, size)
+    @property
+    def coefficient(self) -> Coefficient:
+        return self.subsets.coefficient
 
-    def samples(self, utility: MaskUtility, n_players: int) -> Iterator[RunningEstimate]:
+    def samples(self, utility: MaskUtility, n_players: int, target: Coefficient | None = None) -> Iterator[RunningEstimate]:
         estimate = _MeanEstimate(n_players)
+        weights = self._weights(target, n_players)
         for mask in self.subsets.masks(n_players):
             base = utility(mask)
             flipped = np.empty(n_players)
@@ -307,7 +332,10 @@ class FlipSampler(SemivalueSampler):
                 mask[i] = not mask[i]
                 flipped[i] = utility(mask)
                 mask[i] = not mask[i]
-            estimate.add(np.where(mask, base - flipped, flipped - base))
+            marginals = np.where(mask, base - flipped, flipped - base)
+            if weights is not None:  # row i is flipped against the k = |S| − [i ∈ S] other rows of S
+                marginals *= weights[mask.sum() - mask]
+            estimate.add(marginals)
             yield estimate
 
 
@@ -334,10 +362,16 @@ class MSRSampler(SemivalueSampler):
             )
         self.subsets = subsets
 
-    def coefficient(self, n_players: int, size: int) -> float:
-        return self.subsets.coefficient(n_players, size)
+    @property
+    def coefficient(self) -> Coefficient:
+        return self.subsets.coefficient
 
-    def samples(self, utility: MaskUtility, n_players: int) -> Iterator[RunningEstimate]:
+    def samples(self, utility: MaskUtility, n_players: int, target: Coefficient | None = None) -> Iterator[RunningEstimate]:
+        if target is not None and repr(target) != repr(self.coefficient):
+            raise InputError(
+                f"maximum sample reuse estimates only its own semivalue ({self.coefficient!r}); for {target!r} "
+                "use a PermutationSampler or FlipSampler, whose marginals can be reweighted"
+            )
         estimate = _MSREstimate(n_players)
         for mask in self.subsets.masks(n_players):
             estimate.add(mask, utility(mask))

@@ -15,8 +15,9 @@ is the expected marginal contribution of i to a subset that holds every other ro
 Since the weights of each point sum to 1, an additive game U(S) = Σ_{j∈S} w_j has φ_i = w_i for all.
 
 :class:`Semivalue` is the generic Monte Carlo estimator, coefficient × sampler × stopping rule as in
-pyDVL: a sampler of :mod:`dataworth.valuation.samplers` fixes the coefficient p and draws from it,
-a rule of :mod:`dataworth.valuation.stopping` says when to stop. :class:`TMCShapley`,
+pyDVL: a sampler of :mod:`dataworth.valuation.samplers` draws subsets, its marginals are weighted
+towards a coefficient of :mod:`dataworth.valuation.coefficients` (none needed when the sampler draws
+from that semivalue itself), a rule of :mod:`dataworth.valuation.stopping` says when to stop. :class:`TMCShapley`,
 :class:`BetaShapley` and :class:`DataBanzhaf` are configurations of it under their own parameters.
 Every estimator has two entry points: ``fit(X, y, reference=...)`` retrains ``model`` on subsets of
 labelled rows, ``fit_game(utility, n_players)`` values the players of any callable
@@ -36,6 +37,7 @@ from sklearn.base import ClassifierMixin
 
 from dataworth.checks import InputError, check_int, check_positive
 from dataworth.progress import progress_iter
+from dataworth.valuation.coefficients import Coefficient
 from dataworth.valuation.samplers import (
     BernoulliSampler,
     BetaBernoulliSampler,
@@ -80,19 +82,24 @@ class LeaveOneOut(SubsetValuator):
 
 
 class Semivalue(SubsetValuator):
-    """A semivalue by Monte Carlo: draw samples from ``sampler`` until ``stopping`` says stop.
+    """A semivalue by Monte Carlo, coefficient × sampler × stopping rule (as in pyDVL): draw samples from
+    ``sampler`` until ``stopping`` says stop, each marginal weighted towards ``coefficient``.
 
-    The sampler fixes which semivalue is estimated (its ``coefficient``, see
-    :mod:`dataworth.valuation.samplers`) and how: :class:`~dataworth.valuation.samplers.PermutationSampler`
-    (Shapley), :class:`~dataworth.valuation.samplers.FlipSampler` (Beta Shapley and other
-    Bernoulli semivalues), :class:`~dataworth.valuation.samplers.MSRSampler` (Banzhaf). The rule is
-    checked after every sample, e.g. ``MaxSamples(2000) | StderrBelow(0.01)``; a rule that can never
-    fire (``StderrBelow`` alone on a game whose samples never vary) never stops.
+    The sampler draws subsets from its own semivalue q (see :mod:`dataworth.valuation.samplers`):
+    :class:`~dataworth.valuation.samplers.PermutationSampler` (Shapley),
+    :class:`~dataworth.valuation.samplers.FlipSampler` (Beta Shapley and other Bernoulli semivalues),
+    :class:`~dataworth.valuation.samplers.MSRSampler` (Banzhaf, by maximum sample reuse). With a
+    ``coefficient`` p (:mod:`dataworth.valuation.coefficients`) every marginal of a subset of k others is
+    weighted by p(k)/q(k), an unbiased estimate of the semivalue p from q's draws (e.g. Beta(16, 1) Shapley
+    from permutations); without one the sampler's own semivalue is estimated, unweighted. MSR cannot be
+    reweighted. The rule is checked after every sample, e.g. ``MaxSamples(2000) | StderrBelow(0.01)``; a
+    rule that can never fire (``StderrBelow`` alone on a game whose samples never vary) never stops.
 
     Parameters
     ----------
     sampler : a :class:`~dataworth.valuation.samplers.SemivalueSampler` (it holds the seed).
     stopping : a :class:`~dataworth.valuation.stopping.StoppingRule`.
+    coefficient : the :class:`~dataworth.valuation.coefficients.Coefficient` to estimate (None: the sampler's own).
     model : classifier retrained by ``fit`` (default :func:`~dataworth.valuation.utility.default_model`).
     checkpoint : ``.jsonl`` file recording utility values, to resume an interrupted fit (see
         :class:`~dataworth.valuation.utility.SubsetValuator`).
@@ -109,28 +116,32 @@ class Semivalue(SubsetValuator):
         *,
         sampler: SemivalueSampler,
         stopping: StoppingRule,
+        coefficient: Coefficient | None = None,
         model: ClassifierMixin | None = None,
         checkpoint: str | os.PathLike | None = None,
         progress: bool = False,
     ) -> None:
         self.sampler = sampler
         self.stopping = stopping
+        self.coefficient = coefficient
         self.model = model
         self.checkpoint = checkpoint
         self.progress = progress
 
-    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule]:
-        """The sampler and the stopping rule of this estimator, validated."""
+    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule, Coefficient | None]:
+        """The sampler, the stopping rule and the target coefficient of this estimator, validated."""
         if not isinstance(self.sampler, SemivalueSampler):
             raise InputError(f"sampler must be a SemivalueSampler (e.g. PermutationSampler()); got {self.sampler!r}")
-        return self.sampler, _check_rule(self.stopping, "stopping")
+        if self.coefficient is not None and not isinstance(self.coefficient, Coefficient):
+            raise InputError(f"coefficient must be a Coefficient such as BetaCoefficient(16, 1); got {self.coefficient!r}")
+        return self.sampler, _check_rule(self.stopping, "stopping"), self.coefficient
 
     def _validate_params(self) -> None:
         self._configuration()
 
     def _estimate(self, utility: CachedUtility) -> Estimate:
-        sampler, stopping = self._configuration()
-        samples = sampler.samples(utility, utility.n_players)
+        sampler, stopping, coefficient = self._configuration()
+        samples = sampler.samples(utility, utility.n_players, coefficient)
         steps = range(stopping.max_samples) if stopping.max_samples is not None else itertools.count()
         for _ in progress_iter(steps, self.method, enabled=self.progress):
             estimate = next(samples)
@@ -190,9 +201,9 @@ class TMCShapley(Semivalue):
         self.seed = seed
         self.progress = progress
 
-    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule]:
+    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule, Coefficient | None]:
         stopping = _stopping(self.n_permutations, "n_permutations", self.stderr_tolerance, self.stopping)
-        return PermutationSampler(self.truncation_tolerance, self.truncation_patience, seed=self.seed), stopping
+        return PermutationSampler(self.truncation_tolerance, self.truncation_patience, seed=self.seed), stopping, None
 
 
 class BetaShapley(Semivalue):
@@ -247,9 +258,9 @@ class BetaShapley(Semivalue):
         self.seed = seed
         self.progress = progress
 
-    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule]:
+    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule, Coefficient | None]:
         sampler = FlipSampler(BetaBernoulliSampler(self.alpha, self.beta, seed=self.seed))
-        return sampler, _stopping(self.n_samples, "n_samples", self.stderr_tolerance, self.stopping)
+        return sampler, _stopping(self.n_samples, "n_samples", self.stderr_tolerance, self.stopping), None
 
 
 class DataBanzhaf(Semivalue):
@@ -297,9 +308,9 @@ class DataBanzhaf(Semivalue):
         self.seed = seed
         self.progress = progress
 
-    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule]:
+    def _configuration(self) -> tuple[SemivalueSampler, StoppingRule, Coefficient | None]:
         sampler = MSRSampler(BernoulliSampler(0.5, seed=self.seed))
-        return sampler, _stopping(self.n_samples, "n_samples", None, self.stopping)
+        return sampler, _stopping(self.n_samples, "n_samples", None, self.stopping), None
 
 
 def _check_rule(rule: object, name: str) -> StoppingRule:
