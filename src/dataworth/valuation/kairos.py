@@ -160,7 +160,8 @@ class Kairos(Valuator):
         # Exact power-of-two rescaling: the kernel depends on ||x − x'||/σ only, so values are unchanged,
         # but squared distances of features ~1e200 (or ~1e-200) stay in range, in either precision.
         self._scale = power_of_two_scale(data.x, data.z)
-        x, z, codes, ref_codes = data.x * self._scale, data.z * self._scale, data.codes, data.ref_codes
+        # In place: prepare_data's tensors are this fit's own copies.
+        x, z, codes, ref_codes = data.x.mul_(self._scale), data.z.mul_(self._scale), data.codes, data.ref_codes
         if self.precision != "input":
             dtype = getattr(torch, self.precision)
             x = cast_features(x, dtype, "the training set", unit=self._scale)
@@ -211,7 +212,7 @@ class Kairos(Valuator):
             )
         x_new = check_features(new.X, "the added set", device=self._x.device)
         check_same_width(self._x, x_new, "the added set")
-        x_new = cast_features(x_new * self._scale, self._x.dtype, "the added set", unit=self._scale)
+        x_new = cast_features(x_new.mul_(self._scale), self._x.dtype, "the added set", unit=self._scale)  # our own copy
         if x_new.abs().max() > _range_limit(x_new.dtype):
             raise InputError(
                 f"the added set reaches |value| {x_new.abs().max().item() / self._scale:.3g}, far beyond the fitted rows "
