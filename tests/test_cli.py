@@ -384,7 +384,8 @@ def test_parameters_that_take_python_objects_are_not_offered_as_text(files):
     assert "stopping" not in " ".join(run("value", "--help").stdout.split()).split("tmc-shapley:")[1].split("beta-shapley")[0]
 
 
-@pytest.mark.parametrize("damage", ["params-json", "unknown-param", "version-text", "version-3", "short-row-sums", "cuda", "no-x"])
+@pytest.mark.parametrize("damage", ["params-json", "unknown-param", "version-text", "version-3", "version-array", "short-row-sums",
+                                    "cuda", "no-x", "object-names", "mixed-dtypes", "flipped-byte"])
 def test_a_damaged_or_foreign_state_is_one_line(files, damage):
     first = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "a.csv",
                 "--state-out", files / "state.npz")
@@ -402,11 +403,21 @@ def test_a_damaged_or_foreign_state_is_one_line(files, damage):
         arrays["version"] = np.array("x" if damage == "version-text" else 3)
     elif damage == "short-row-sums":
         arrays["row_sums"] = arrays["row_sums"][:-2]
+    elif damage == "version-array":
+        arrays["version"] = np.array([2, 2])
     elif damage == "cuda":
         arrays["params"] = np.array(json.dumps({**params, "device": "cuda"}))
-    else:
+    elif damage == "object-names":
+        arrays["names"] = np.array([{"row": i} for i in range(len(arrays["x"]))], dtype=object)
+    elif damage == "mixed-dtypes":
+        arrays["x"] = arrays["x"].astype(np.float32)
+    elif damage == "no-x":
         arrays.pop("x")
     np.savez(files / "state.npz", **arrays)
+    if damage == "flipped-byte":  # a bit flip inside the archive: zip's CRC check fails
+        raw = bytearray((files / "state.npz").read_bytes())
+        raw[len(raw) // 3] ^= 0xFF
+        (files / "state.npz").write_bytes(bytes(raw))
     result = run("update", "--state", files / "state.npz", "--add", files / "new.npz", "--out", files / "b.csv")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
     assert not (files / "b.csv").exists()
@@ -464,3 +475,29 @@ def test_a_named_state_needs_named_rows_and_update_remembers_the_id_column(tmp_p
     state = Kairos.load_state(tmp_path / "s.npz")
     with pytest.raises(dataworth.InputError, match=r"this KAIROS state names its rows, so the added rows need names too"):
         state.add(X[30:], y[30:])
+
+
+def test_column_options_of_the_training_file_are_refused_when_it_is_an_array(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    np.savez(tmp_path / "t.npz", X=X, y=y)
+    pd.DataFrame(Z, columns=list("abcd")).assign(label=y_ref, id=range(len(Z))).to_csv(tmp_path / "r.csv", index=False)
+    refused = run("value", tmp_path / "t.npz", "--reference", tmp_path / "r.csv", "--out", tmp_path / "o.csv", "--id-column", "id")
+    assert refused.exit_code == 2 and "TRAIN is a .npz file, which has no named columns, so an id column cannot be chosen" in refused.stderr
+    labelled = run("value", tmp_path / "t.npz", "--reference", tmp_path / "r.csv", "--out", tmp_path / "o.csv",
+                   "--label-column", "label", "--drop-columns", "id")
+    assert labelled.exit_code == 2 and "columns to drop cannot be chosen" in labelled.stderr
+
+
+def test_ids_are_read_as_written_and_never_reused_by_added_rows(tmp_path, planted):
+    X, y, Z, y_ref = planted
+    codes = ["NA", "null", "00123", "nan"] + [f"c{i}" for i in range(len(X) - 4)]
+    pd.DataFrame(X[:30], columns=list("abcd")).assign(label=y[:30], id=codes[:30]).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame(X[30:], columns=list("abcd")).assign(label=y[30:], id=["NA"] + codes[31:]).to_csv(tmp_path / "n.csv", index=False)
+    np.savez(tmp_path / "r.npz", X=Z, y=y_ref)
+    first = run("value", tmp_path / "t.csv", "--reference", tmp_path / "r.npz", "--out", tmp_path / "v.csv", "--id-column", "id",
+                "--state-out", tmp_path / "s.npz")
+    assert first.exit_code == 0, first.stderr
+    assert list(ValuationResult.load(tmp_path / "v.csv").names[:4]) == ["NA", "null", "00123", "nan"]
+    reused = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "n.csv", "--out", tmp_path / "u.csv")
+    assert reused.exit_code == 2 and "the ids of the fitted and the added rows names rows twice (e.g. 'NA')" in reused.stderr
+    assert Kairos.load_state(tmp_path / "s.npz").add(pd.DataFrame(X[30:], columns=list("abcd"), index=codes[30:]), y[30:]).n_train_ == 40

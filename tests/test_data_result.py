@@ -276,8 +276,10 @@ def test_the_api_reads_files_with_chosen_columns(tmp_path, planted):
     assert result.names[0] == "r0"
     with pytest.raises(InputError, match=r"kairos has no parameter 'nope'"):
         dataworth.value(X, y, reference=(Z, y_ref), nope=1)
-    with pytest.raises(InputError, match=r"choose columns of a file; neither X nor reference is one"):
+    with pytest.raises(InputError, match=r"label_column choose columns of a training file; X is not one"):
         dataworth.value(X, y, reference=(Z, y_ref), label_column="target")
+    with pytest.raises(InputError, match=r"id_column choose columns of a training file; X is not one"):
+        dataworth.value(X, y, reference=str(tmp_path / "r.parquet"), label_column="target", id_column="uid")
     with pytest.raises(InputError, match=r"X is a file, so its labels come from the file; do not pass y"):
         dataworth.value(str(tmp_path / "t.csv"), y, reference=str(tmp_path / "r.parquet"), label_column="target")
     with pytest.raises(InputError, match=r"given as a Dataset carries its labels; do not pass labels separately"):
@@ -322,3 +324,22 @@ def test_a_directory_where_the_csv_sidecar_goes_changes_nothing(tmp_path, plante
                                       "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 2 and "p.csv.json" in result.stderr and "is a directory" in result.stderr
     assert (tmp_path / "p.csv").read_text() == "old"
+
+
+def test_a_failure_moving_an_old_output_aside_leaves_nothing_behind(tmp_path, monkeypatch):
+    from dataworth.data import write_together
+
+    (tmp_path / "a.csv").write_text("old a")
+    (tmp_path / "b.csv").write_text("old b")
+    real_replace = os.replace
+
+    def busy(src, dst):
+        if str(src).endswith("/b.csv"):  # b cannot be moved aside (in use)
+            raise OSError(16, "Device or resource busy")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", busy)
+    with pytest.raises(FileFormatError, match=r"cannot write .*b.csv: Device or resource busy"):
+        write_together({tmp_path / "a.csv": lambda t: t.write_text("new a"), tmp_path / "b.csv": lambda t: t.write_text("new b")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]
+    assert (tmp_path / "a.csv").read_text() == "old a" and (tmp_path / "b.csv").read_text() == "old b"

@@ -44,8 +44,9 @@ def value(
                "id_column": id_column}
     files = {name: path for name, path in (("the training file", X), ("the reference file", reference))
              if isinstance(path, (str, os.PathLike))}
-    if not files and any(v is not None for v in columns.values()):
-        raise InputError("label_column, feature_columns, drop_columns and id_column choose columns of a file; neither X nor reference is one")
+    chosen = [k for k, v in columns.items() if v is not None and (k != "label_column" or not files)]
+    if chosen and "the training file" not in files:
+        raise InputError(f"{', '.join(chosen)} choose columns of a training file; X is not one (select the columns of your data yourself)")
     if y is not None and "the training file" in files:
         raise InputError("X is a file, so its labels come from the file; do not pass y")
     loaded = load_datasets(files, **columns)

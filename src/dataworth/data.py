@@ -92,7 +92,8 @@ def as_dataset(data: Any, labels: Any, name: str) -> Dataset:
         if len(set(columns)) != len(columns):
             raise InputError(f"{name} has duplicate column names: {_names(_duplicates(columns))}; rename them")
         default_index = isinstance(data.index, pd.RangeIndex) and data.index.start == 0 and data.index.step == 1
-        return Dataset(data, labels, columns, names=None if default_index else data.index.to_numpy())
+        names = None if default_index else row_names(data.index, f"the index of {name}")
+        return Dataset(data, labels, columns, names=names)
     return Dataset(data, labels)
 
 
@@ -134,7 +135,7 @@ def load_dataset(
         if id_column == label_column:
             raise InputError(f"the id column and the label column are both {id_column!r}")
         if id_column in table.columns:
-            names = _row_names(table[id_column], id_column, name)
+            names = row_names(table[id_column], f"{name}'s id column {id_column!r}")
             table = table.drop(columns=[id_column])
         elif not absent_drops_ok:
             raise InputError(f"{name} has no id column {id_column!r} ({_column_hint(id_column, table.columns)})")
@@ -163,19 +164,22 @@ def load_datasets(
     drop_columns: Sequence[str] | None = None,
     id_column: str | None = None,
 ) -> dict[str, Dataset]:
-    """Read several dataset files of one job (``{name: path}``, the training file first) with one choice of columns.
+    """Read the dataset files of one job (``{name: path}``, the training file first) with one choice of columns.
 
-    The column options choose columns of the tables among them (.csv/.parquet): the first table must have
-    every column named; the others (a reference set, added rows) may lack the dropped and id columns. An
-    array file (.npz/.npy) takes none of them, and naming columns when no file is a table is an error.
+    The feature, drop and id columns are columns of the first file, which must be a table (.csv/.parquet)
+    that has them all; the other tables (a reference set, added rows) may lack the dropped and id columns.
+    The label column applies to every table, and is an error when no file is one. Array files
+    (.npz/.npy) take no column options.
     """
     options = {"label_column": label_column, "feature_columns": feature_columns, "drop_columns": drop_columns,
                "id_column": id_column}
     tables = [name for name, path in files.items() if Path(path).suffix.lower() in TABLE_SUFFIXES]
-    if not tables:
-        return {name: load_dataset(path, **options, name=name) for name, path in files.items()}  # refuses the options
+    first = next(iter(files), None)
+    refused = {k: v for k, v in options.items() if v is not None and (k != "label_column" or not tables)}
+    if first is not None and first not in tables and refused:
+        load_dataset(files[first], **refused, name=first)  # raises: an array file takes no column options
     return {
-        name: load_dataset(path, **options, name=name, absent_drops_ok=name != tables[0]) if name in tables
+        name: load_dataset(path, **options, name=name, absent_drops_ok=name != first) if name in tables
         else load_dataset(path, name=name)
         for name, path in files.items()
     }
@@ -320,7 +324,11 @@ def _swap_in(temps: list[Path], paths: list[Path]) -> None:
         for path in paths:
             if path.exists():
                 backup = _temporary_beside(path)
-                os.replace(path, backup)
+                try:
+                    os.replace(path, backup)
+                except OSError as exc:
+                    backup.unlink(missing_ok=True)
+                    raise _write_error(path, exc) from None
                 aside.append((backup, path))
         for tmp, path in zip(temps, paths, strict=True):
             try:
@@ -332,9 +340,14 @@ def _swap_in(temps: list[Path], paths: list[Path]) -> None:
         for path in placed:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        stranded = []
         for backup, path in aside:
-            with contextlib.suppress(OSError):
+            try:
                 os.replace(backup, path)
+            except OSError:
+                stranded.append(f"{path} is at {backup}")
+        if stranded:  # the old file could not be put back: say where it is rather than lose it quietly
+            raise FileFormatError(f"writing failed and the previous outputs could not all be restored: {'; '.join(stranded)}") from None
         raise
     for backup, _ in aside:
         with contextlib.suppress(OSError):
@@ -438,13 +451,15 @@ def _reason(exc: Exception) -> str:
     return text
 
 
-def _row_names(column: pd.Series, id_column: str, name: str) -> np.ndarray:
-    """The values of an id column, which must name every row once."""
-    if column.isna().any():
-        raise InputError(f"{name}'s id column {id_column!r} is empty in row {int(np.argmax(column.isna().to_numpy()))}; give every row an id")
+def row_names(column: Any, what: str) -> np.ndarray:
+    """Row names (an id column, a DataFrame index), which must name every row once; ``what`` names them in errors."""
+    column = pd.Series(np.asarray(column))
+    missing = column.isna().to_numpy() | (column.astype(str) == "").to_numpy()
+    if missing.any():
+        raise InputError(f"{what} is empty in row {int(np.argmax(missing))}; give every row an id")
     repeated = column[column.duplicated()]
     if len(repeated):
-        raise InputError(f"{name}'s id column {id_column!r} names rows twice (e.g. {str(repeated.iloc[0])!r}); ids must be unique")
+        raise InputError(f"{what} names rows twice (e.g. {str(repeated.iloc[0])!r}); ids must be unique")
     return column.to_numpy()
 
 
@@ -457,11 +472,18 @@ def _read_table(path: Path, name: str, *, text_columns: Sequence[str] = ()) -> p
         if path.suffix.lower() == ".parquet":
             table = pd.read_parquet(path)
         else:
-            table = pd.read_csv(path, dtype={c: str for c in text_columns if c in header})
+            table = pd.read_csv(path)
+            for column in (c for c in text_columns if c in header):  # as written: "00123", "NA" and "null" too
+                table[column] = read_csv_text_column(path, column)
     except Exception as exc:  # pandas/pyarrow raise many unrelated types for unreadable files
         raise FileFormatError(f"{name} is not a readable {path.suffix} table ({path}): {exc}") from None
     table.columns = [str(c) for c in table.columns]
     return table
+
+
+def read_csv_text_column(path: str | os.PathLike, column: str) -> pd.Series:
+    """One column of a CSV file as the strings written there, with no number or missing-value parsing."""
+    return pd.read_csv(path, usecols=[column], dtype=str, keep_default_na=False)[column]
 
 
 def _table_header(path: Path, name: str) -> list[str]:

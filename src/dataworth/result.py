@@ -15,7 +15,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataworth.checks import FileFormatError, InputError
-from dataworth.data import TABLE_SUFFIXES, Writer, check_output_path, existing_file, jsonable, write_together
+from dataworth.data import (
+    TABLE_SUFFIXES,
+    Writer,
+    check_output_path,
+    existing_file,
+    jsonable,
+    read_csv_text_column,
+    write_together,
+)
 
 _METADATA_KEY = b"dataworth"
 
@@ -137,7 +145,9 @@ class ValuationResult:
         meta: dict[str, Any] = {"method": "unknown"}
         try:
             if path.suffix.lower() == ".csv":
-                table = pd.read_csv(path, dtype={"name": str})  # row names as written (e.g. "00123")
+                table = pd.read_csv(path)
+                if "name" in table.columns:  # row names as written ("00123", "NA")
+                    table["name"] = read_csv_text_column(path, "name")
                 meta = _read_sidecar(path, len(table)) or meta
             else:
                 arrow = pq.read_table(path)

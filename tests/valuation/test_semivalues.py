@@ -640,3 +640,15 @@ def test_log_coefficients_stay_finite_where_the_coefficients_underflow():
     binomial = gammaln(n) - gammaln(sizes + 1) - gammaln(n - sizes)  # log C(n−1, k)
     assert logsumexp(shapley + binomial) == pytest.approx(0.0, abs=1e-9)  # Σ_k C(n−1, k) p(k) = 1
     assert logsumexp(banzhaf + binomial) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_importance_weights_are_formed_for_the_sizes_drawn_and_refused_beyond_float64():
+    from dataworth.errors import DataworthError
+    from dataworth.valuation.samplers import _weighted
+
+    n = 3000
+    log_weights = FlipSampler(BernoulliSampler(0.5))._log_weights(ShapleyCoefficient(), n)
+    typical = _weighted(np.ones(3), log_weights, np.array([1450, 1500, 1550]))  # what Bernoulli(1/2) draws
+    assert np.isfinite(typical).all()
+    with pytest.raises(DataworthError, match=r"an importance weight p\(k\)/q\(k\) exceeds float64"):
+        _weighted(np.ones(1), log_weights, np.array([0]))  # a size Bernoulli(1/2) draws with probability 2^-2999

@@ -24,6 +24,7 @@ import json
 import os
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ from dataworth.checks import (
     resolve_device,
     warn_if_degenerate,
 )
-from dataworth.data import Writer, as_dataset, check_output_path, existing_file, read_npz_text, write_together
+from dataworth.data import Writer, as_dataset, check_output_path, existing_file, read_npz_text, row_names, write_together
 from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, Kernel, kernel_matmul, make_kernel, median_bandwidth
 from dataworth.linalg import power_of_two_scale, solve_spd_inplace
 from dataworth.result import ValuationResult
@@ -210,6 +211,7 @@ class Kairos(Valuator):
                 "this KAIROS state names its rows, so the added rows need names too: give their id column "
                 "(id_column / --id-column) or a DataFrame indexed by them"
             )
+        names = None if self._names is None else row_names(np.concatenate([self._names, new.names]), "the ids of the fitted and the added rows")
         x_new = check_features(new.X, "the added set", device=self._x.device)
         check_same_width(self._x, x_new, "the added set")
         x_new = cast_features(x_new.mul_(self._scale), self._x.dtype, "the added set", unit=self._scale)  # our own copy
@@ -239,7 +241,7 @@ class Kairos(Valuator):
             self._codes = np.concatenate([self._codes, codes_new])
         self._x = torch.cat([self._x, x_new])
         if self._names is not None:
-            self._names = np.concatenate([self._names, new.names])
+            self._names = names
         elif new.names is not None:
             warnings.warn("the added rows' names are not kept: the fitted rows have none", DataworthWarning, stacklevel=2)
         self._publish({"add": time.perf_counter() - started})
@@ -315,15 +317,15 @@ class Kairos(Valuator):
         path = existing_file(path, "the state file", (".npz",))
         if read_npz_text(path, "format") != _STATE_FORMAT:
             raise FileFormatError(f"{path} is not a dataworth KAIROS state file (write one with --state-out or save_state)")
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-        missing = {"version", "params", "bandwidth", "x", "z", "row_sums", "ref_sums"} - set(arrays)
-        if missing:
-            raise FileFormatError(f"{path} is an incomplete KAIROS state file (no {', '.join(sorted(missing))}); write it again")
-        version = arrays["version"]
-        if version.dtype.kind not in "iu" or int(version) not in _READABLE_VERSIONS:
-            raise FileFormatError(f"{path} is a KAIROS state of version {version}; this dataworth reads {_READABLE_VERSIONS}")
         try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+            missing = {"version", "params", "bandwidth", "x", "z", "row_sums", "ref_sums"} - set(arrays)
+            if missing:
+                raise FileFormatError(f"{path} is an incomplete KAIROS state file (no {', '.join(sorted(missing))}); write it again")
+            version = arrays["version"]
+            if version.shape != () or version.dtype.kind not in "iu" or int(version) not in _READABLE_VERSIONS:
+                raise FileFormatError(f"{path} is a KAIROS state of version {version}; this dataworth reads {_READABLE_VERSIONS}")
             params = json.loads(arrays["params"].item())
             if device is not None:
                 params["device"] = device
@@ -332,7 +334,7 @@ class Kairos(Valuator):
             est._restore(arrays, resolve_device(params["device"]))
         except DataworthError:
             raise
-        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise FileFormatError(f"{path} is a damaged KAIROS state file ({exc}); write it again") from None
         return est
 
@@ -343,6 +345,9 @@ class Kairos(Valuator):
         wrong = [k for k in per_row if k in arrays and len(arrays[k]) != n]
         if wrong or arrays["x"].ndim != 2 or arrays["z"].shape[1:] != arrays["x"].shape[1:] or len(arrays.get("ref_codes", [0] * m)) != m:
             raise ValueError(f"arrays of mismatched shapes: {', '.join(wrong) or 'x, z or ref_codes'}")
+        floats = {k: str(arrays[k].dtype) for k in ("x", "z")}
+        if len(set(floats.values())) != 1 or arrays["x"].dtype not in (np.float32, np.float64):
+            raise ValueError(f"rows of dtypes {floats}; both must be float32 or both float64")
         self.bandwidth_ = float(arrays["bandwidth"])
         self._scale = float(arrays["scale"]) if "scale" in arrays else 1.0
         self._x = torch.from_numpy(arrays["x"]).to(device)

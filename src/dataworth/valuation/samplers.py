@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from dataworth.checks import InputError, check_fraction, check_int, check_non_negative, check_positive, check_seed
+from dataworth.checks import DataworthError, InputError, check_fraction, check_int, check_non_negative, check_positive, check_seed
 from dataworth.valuation.coefficients import BernoulliCoefficient, BetaCoefficient, Coefficient, ShapleyCoefficient
 from dataworth.valuation.utility import Estimate
 
@@ -237,14 +237,29 @@ class SemivalueSampler(_Described, ABC):
         of S with probability q(|S|) then has expectation Σ_S p(|S|) Δ_i(S), the target semivalue.
         """
 
-    def _weights(self, target: Coefficient | None, n_players: int) -> np.ndarray | None:
-        """p(k)/q(k) for k = 0..n−1, or None when the target is this sampler's own semivalue."""
+    def _log_weights(self, target: Coefficient | None, n_players: int) -> np.ndarray | None:
+        """log p(k)/q(k) for k = 0..n−1, or None when the target is this sampler's own semivalue."""
         if target is None:
             return None
         if not isinstance(target, Coefficient):
             raise InputError(f"coefficient must be a Coefficient such as BetaCoefficient(16, 1); got {target!r}")
         sizes = np.arange(n_players)
-        return np.exp(target.log(n_players, sizes) - self.coefficient.log(n_players, sizes))
+        return target.log(n_players, sizes) - self.coefficient.log(n_players, sizes)
+
+
+def _weighted(marginals: np.ndarray, log_weights: np.ndarray | None, sizes: np.ndarray) -> np.ndarray:
+    """``marginals`` times p(k)/q(k) for the subset size k each was drawn with; weights are formed only for the
+    sizes drawn, so the sizes whose weight exceeds float64 (and that q almost never draws) cost nothing."""
+    if log_weights is None:
+        return marginals
+    with np.errstate(over="ignore"):
+        weights = np.exp(log_weights[sizes])
+    if not np.isfinite(weights).all():
+        raise DataworthError(
+            "an importance weight p(k)/q(k) exceeds float64: the sampler drew a subset size that the target "
+            "semivalue weighs astronomically more; use a sampler closer to the target (e.g. FlipSampler of its own subsets)"
+        )
+    return marginals * weights
 
 
 class PermutationSampler(SemivalueSampler):
@@ -274,13 +289,12 @@ class PermutationSampler(SemivalueSampler):
     def samples(self, utility: MaskUtility, n_players: int, target: Coefficient | None = None) -> Iterator[RunningEstimate]:
         rng = np.random.default_rng(self.seed)
         estimate = _MeanEstimate(n_players)
-        weights = self._weights(target, n_players)
+        log_weights = self._log_weights(target, n_players)
+        sizes = np.empty(n_players, dtype=np.int64)
         while True:
             permutation = rng.permutation(n_players)
-            marginals = self.marginals(utility, permutation)
-            if weights is not None:  # player π_j joins a subset of j − 1 others
-                marginals[permutation] *= weights
-            estimate.add(marginals)
+            sizes[permutation] = np.arange(n_players)  # player π_j joins a subset of the j − 1 before it
+            estimate.add(_weighted(self.marginals(utility, permutation), log_weights, sizes))
             yield estimate
 
     def marginals(self, utility: MaskUtility, permutation: np.ndarray) -> np.ndarray:
@@ -324,7 +338,7 @@ class FlipSampler(SemivalueSampler):
 
     def samples(self, utility: MaskUtility, n_players: int, target: Coefficient | None = None) -> Iterator[RunningEstimate]:
         estimate = _MeanEstimate(n_players)
-        weights = self._weights(target, n_players)
+        log_weights = self._log_weights(target, n_players)
         for mask in self.subsets.masks(n_players):
             base = utility(mask)
             flipped = np.empty(n_players)
@@ -333,9 +347,8 @@ class FlipSampler(SemivalueSampler):
                 flipped[i] = utility(mask)
                 mask[i] = not mask[i]
             marginals = np.where(mask, base - flipped, flipped - base)
-            if weights is not None:  # row i is flipped against the k = |S| − [i ∈ S] other rows of S
-                marginals *= weights[mask.sum() - mask]
-            estimate.add(marginals)
+            # row i is flipped against the k = |S| − [i ∈ S] other rows of S
+            estimate.add(_weighted(marginals, log_weights, mask.sum() - mask))
             yield estimate
 
 
