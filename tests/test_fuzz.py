@@ -30,7 +30,7 @@ from dataworth.cli import main
 # derandomize: the same examples every run; database=None: no failing example of an earlier run replayed.
 FUZZ = settings(max_examples=250, derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 #: Methods cheap enough to run on every example (the retraining semivalues are fuzzed through their parameters).
-CHEAP_METHODS = ("kairos", "knn-shapley", "lava", "data-oob", "loo")
+CHEAP_METHODS = ("kairos", "knn-shapley", "lava", "data-oob", "loo", "cleanlab")
 
 names = st.sampled_from(["a", "b", "c", "label", "target", "id", "", " a", "a.1", "1", "é"])
 cells = st.one_of(

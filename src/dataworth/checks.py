@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.utils.multiclass import type_of_target
 
 from dataworth.data import as_dataset
 from dataworth.errors import DataworthError, DataworthWarning, FileFormatError, InputError  # noqa: F401 (re-exported)
@@ -263,6 +264,22 @@ def prepare_data(
     codes = encode_labels(labels, classes, "the training labels")
     ref_codes = encode_labels(ref_labels, classes, "the reference labels")
     return PreparedData(x, z, codes, ref_codes, classes, train.columns, train.label_column, train.names, train.id_column)
+
+
+def check_labelled_training_set(X: Any, y: Any, *, method: str, why: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A training set that a method with no reference set needs: features (as numpy), class labels
+    (required; ``why`` says why they must be classes) and the rows' names."""
+    train = as_dataset(X, y, "the training set")
+    x = check_features(train.X, "the training set").numpy()
+    if x.shape[0] < 2:
+        raise InputError(f"{method} needs at least 2 training rows; the training set has {x.shape[0]}")
+    if train.y is None:
+        raise InputError(f"{method} needs labels, but the training set has none; pass y")
+    labels = check_labels(train.y, x.shape[0], "the training labels")
+    kind = type_of_target(labels)
+    if kind not in ("binary", "multiclass"):
+        raise InputError(f"the training labels must be class labels ({why}); got {kind} values")
+    return x, labels, train.names
 
 
 def warn_if_degenerate(values: np.ndarray, method: str, cause: str) -> None:

@@ -8,6 +8,7 @@ from dataworth.data import existing_file, read_npz_text
 from dataworth.errors import FileFormatError
 from dataworth.valuation.base import NotFittedError, Valuator
 from dataworth.valuation.coefficients import BernoulliCoefficient, BetaCoefficient, Coefficient, ShapleyCoefficient
+from dataworth.valuation.confident_learning import ConfidentLearning, DatalabIssues
 from dataworth.valuation.data_oob import DataOOB
 from dataworth.valuation.kairos import Kairos
 from dataworth.valuation.knn_shapley import KNNShapley
@@ -17,7 +18,8 @@ from dataworth.valuation.semivalues import BetaShapley, DataBanzhaf, LeaveOneOut
 from dataworth.valuation.stopping import MaxSamples, MaxTime, StderrBelow, StoppingRule
 
 METHODS: dict[str, type[Valuator]] = {
-    cls.method: cls for cls in (Kairos, Lava, KNNShapley, DataOOB, LeaveOneOut, TMCShapley, BetaShapley, DataBanzhaf)
+    cls.method: cls
+    for cls in (Kairos, Lava, KNNShapley, DataOOB, LeaveOneOut, TMCShapley, BetaShapley, DataBanzhaf, ConfidentLearning, DatalabIssues)
 }
 
 #: Methods with online updates: ``add`` rows to a fitted estimator, ``save_state`` / ``load_state``.
@@ -43,9 +45,11 @@ __all__ = [
     "BetaBernoulliSampler",
     "BetaCoefficient",
     "Coefficient",
+    "ConfidentLearning",
     "BetaShapley",
     "DataBanzhaf",
     "DataOOB",
+    "DatalabIssues",
     "FlipSampler",
     "KNNShapley",
     "Kairos",

@@ -19,10 +19,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.ensemble import BaggingClassifier
 from sklearn.tree import DecisionTreeClassifier
-from sklearn.utils.multiclass import type_of_target
 
-from dataworth.checks import DataworthWarning, InputError, check_features, check_int, check_labels, check_seed, warn_if_degenerate
-from dataworth.data import as_dataset
+from dataworth.checks import DataworthWarning, InputError, check_int, check_labelled_training_set, check_seed, warn_if_degenerate
 from dataworth.linalg import power_of_two_scale
 from dataworth.result import ValuationResult
 from dataworth.valuation.base import Valuator
@@ -61,7 +59,7 @@ class DataOOB(Valuator):
         """
         started = time.perf_counter()
         self._validate_params()
-        x, labels, names = _labelled_training_set(X, y)
+        x, labels, names = check_labelled_training_set(X, y, method="Data-OOB", why="it bags classifiers")
         if self.estimator is None:
             # Trees split on the order of each feature only, but scikit-learn's work in float32: rows rescaled
             # by a power of two (exact) give the same trees and cannot overflow or underflow float32.
@@ -131,18 +129,3 @@ def _oob_accuracy(hits: np.ndarray, counts: np.ndarray, n_estimators: int) -> np
             stacklevel=3,
         )
     return values
-
-
-def _labelled_training_set(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Validate the training features and their (required) classification labels; the rows' names too."""
-    train = as_dataset(X, y, "the training set")
-    x = check_features(train.X, "the training set").numpy()
-    if x.shape[0] < 2:
-        raise InputError(f"Data-OOB needs at least 2 training rows; the training set has {x.shape[0]}")
-    if train.y is None:
-        raise InputError("Data-OOB needs labels, but the training set has none; pass y")
-    labels = check_labels(train.y, x.shape[0], "the training labels")
-    kind = type_of_target(labels)
-    if kind not in ("binary", "multiclass"):
-        raise InputError(f"the training labels must be class labels (Data-OOB bags classifiers); got {kind} values")
-    return x, labels, train.names
