@@ -3,11 +3,11 @@
 Datasets: digits (raw pixels), breast_cancer (tabular), mnist-effnet (EfficientNet-Lite0 image
 embeddings), bbc-minilm (MiniLM text embeddings); training sets capped at 2,000 rows. The embedded
 sets need the optional packages in the README ("Benchmarks"); their embeddings are cached after the
-first run. Methods at their defaults, except Data-OOB with 50 trees instead of 200 (at 200 it takes
-~2 minutes per valuation on 2,000 × 1,280 MNIST embeddings; with 50 its AUROC on digits label flips
-moves by < 0.005).
+first run. Methods at their defaults (cleanlab and Datalab with the standardized logistic model),
+except Data-OOB with 50 trees instead of 200 (at 200 it takes ~2 minutes per valuation on 2,000 × 1,280
+MNIST embeddings; with 50 its AUROC on digits label flips moves by < 0.005).
 
-Run:  .venv/bin/python benchmarks/detect_all.py            (about 25 minutes on 2 cores; an interrupted run resumes)
+Run:  .venv/bin/python benchmarks/detect_all.py            (about 40 minutes on 2 cores; an interrupted run resumes)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from publish import RESULTS, publish
 
 DATASETS = ("digits", "breast_cancer", "mnist-effnet", "bbc-minilm")
 CORRUPTIONS = ("label-flip:0.1", "label-flip:0.3", "pair-flip:0.1", "feature-noise:0.05", "backdoor:0.05", "duplicates:0.1")
-METHODS = ("kairos", "lava", "knn-shapley", "data-oob")
+METHODS = ("kairos", "lava", "knn-shapley", "data-oob", "cleanlab", "datalab")
 MAX_TRAIN = 2000
 METHOD_PARAMS = {"data-oob": {"n_estimators": 50}}
 
