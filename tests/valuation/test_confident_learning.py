@@ -8,6 +8,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
 
 from dataworth.checks import InputError
 from dataworth.valuation.confident_learning import ConfidentLearning, DatalabIssues
@@ -79,6 +80,7 @@ def test_string_labels_names_and_the_reference_is_ignored(digits):
     ({"n_folds": 1}, "n_folds must be an integer >= 2"),
     ({"score": "entropy"}, "score must be one of self_confidence, normalized_margin, confidence_weighted_entropy"),
     ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"model": LinearSVC()}, r"LinearSVC\(\) has no predict_proba"),
 ])
 def test_bad_parameters_are_input_errors(digits, params, message):
     X, y, _, _, _ = digits

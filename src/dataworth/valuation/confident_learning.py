@@ -63,6 +63,8 @@ def out_of_fold_probabilities(
         smallest_fold_fit = len(labels) - -(-len(labels) // n_folds)  # rows a model is fitted on, at the least
         model = KNeighborsClassifier(n_neighbors=min(10, smallest_fold_fit))
     folds = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    if not hasattr(model, "predict_proba"):
+        raise InputError(f"{model!r} has no predict_proba; cleanlab needs predicted probabilities (e.g. SVC(probability=True))")
     try:
         return cross_val_predict(model, x, labels, cv=folds, method="predict_proba")
     except ValueError as exc:  # the model refused the data (values beyond its range, ...)
