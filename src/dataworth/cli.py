@@ -253,6 +253,8 @@ def bench_detect(
     if max_train is not None:
         check_int(max_train, "--max-train", minimum=2)
     names = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    if len(set(names)) != len(names):
+        raise InputError(f"a method is named twice in {methods}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out must be a directory; {out_dir} is a file")

@@ -140,3 +140,13 @@ def test_a_failed_bench_detect_leaves_no_output_directory(tmp_path):
                                           "--seeds", "1", "--out", str(out)])
     assert failed_run.exit_code == 2 and failed_run.stderr.startswith("error: "), failed_run.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_a_method_can_run_under_labels_with_other_parameters():
+    data = digits()
+    results = run_detection(data, "label-flip:0.1", ["cleanlab", "cleanlab-knn"], seeds=1, max_train=300,
+                            method_params={"cleanlab-knn": {"model": "knn"}}, variants={"cleanlab-knn": "cleanlab"})
+    assert list(results["method"]) == ["cleanlab", "cleanlab-knn"]
+    assert results["auroc"].iloc[0] != results["auroc"].iloc[1]  # really another model
+    with pytest.raises(InputError, match="unknown method"):
+        run_detection(data, "label-flip:0.1", ["cleanlab-knn"], seeds=1)

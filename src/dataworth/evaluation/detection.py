@@ -103,16 +103,24 @@ def run_detection(
     seeds: int = 3,
     max_train: int | None = None,
     method_params: dict[str, dict[str, Any]] | None = None,
+    variants: dict[str, str] | None = None,
     checkpoint: Checkpoint | None = None,
 ) -> pd.DataFrame:
     """One row per (method, seed): AUROC, AUPRC, two-means F1, detection rate at the true corrupted
     fraction, seconds and peak resident memory of the valuation.
 
+    ``methods`` are method names, or labels that ``variants`` maps to a method name, so that one method
+    can run with several parameter sets (``method_params`` is keyed by the name or label given), e.g.
+    ``variants={"cleanlab-knn": "cleanlab"}``, ``method_params={"cleanlab-knn": {"model": "knn"}}``.
+
     With a ``checkpoint`` every finished valuation is recorded there, and valuations it already
     holds (same dataset, corruption, method, seed, training-row cap and parameters) are reused
     instead of run again, so an interrupted benchmark resumes where it stopped.
     """
-    check_methods(methods)
+    variants = variants or {}
+    check_methods([variants.get(m, m) for m in methods])
+    if len(set(methods)) != len(methods):
+        raise InputError(f"a method is named twice in {', '.join(methods)}")
     kind, fraction = parse_corruption(corruption)
     rows = []
     for seed in range(seeds):
@@ -126,7 +134,7 @@ def run_detection(
                 if task is None:
                     task = make_task(data, kind, fraction, seed=seed, max_train=max_train)
                 row = {"dataset": data.name, "corruption": corruption, "method": method, "seed": seed,
-                       **_score(METHODS[method](**params), task)}
+                       **_score(METHODS[variants.get(method, method)](**params), task)}
                 if checkpoint is not None:
                     checkpoint.add(key, row)
             rows.append(row)
@@ -140,8 +148,6 @@ def check_methods(methods: Sequence[str]) -> list[str]:
         raise InputError(f"unknown method(s) {', '.join(map(repr, unknown))}; available: {', '.join(METHODS)}")
     if not methods:
         raise InputError(f"no method given; available: {', '.join(METHODS)}")
-    if len(set(methods)) != len(methods):
-        raise InputError(f"a method is named twice in {', '.join(methods)}")
     return list(methods)
 
 
