@@ -501,3 +501,16 @@ def test_ids_are_read_as_written_and_never_reused_by_added_rows(tmp_path, plante
     reused = run("update", "--state", tmp_path / "s.npz", "--add", tmp_path / "n.csv", "--out", tmp_path / "u.csv")
     assert reused.exit_code == 2 and "the ids of the fitted and the added rows names rows twice (e.g. 'NA')" in reused.stderr
     assert Kairos.load_state(tmp_path / "s.npz").add(pd.DataFrame(X[30:], columns=list("abcd"), index=codes[30:]), y[30:]).n_train_ == 40
+
+
+def test_a_model_given_by_name_is_settable_as_text(files, planted):
+    from dataworth import ConfidentLearning
+
+    X, y, Z, y_ref = planted
+    out = files / "c.csv"
+    result = run("value", files / "all.npz", "--reference", files / "ref.npz", "--out", out, "--method", "cleanlab",
+                 "--param", "model=knn", "--param", "n_folds=3")
+    assert result.exit_code == 0, result.stderr
+    expected = ConfidentLearning(model="knn", n_folds=3).fit(X, y).values_
+    np.testing.assert_allclose(pd.read_csv(out)["value"], expected, rtol=0, atol=1e-12)
+    assert "cleanlab: --param model, n_folds, score, seed" in " ".join(run("value", "--help").stdout.split()).replace("│ ", "").replace(" │", "")

@@ -39,15 +39,22 @@ except ImportError:  # pragma: no cover - older typer on click
 console = Console(soft_wrap=True)
 #: Estimator parameters the CLI sets itself, and the option to use instead.
 RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel", "device": "--device", "progress": "(always on)"}
-#: Estimator parameters that take a Python object (a model, a stopping rule): set in Python, not as text.
+#: Estimator parameters that may take a Python object (a model, a stopping rule): set in Python, not as
+#: text, unless the method's default for them is text (cleanlab's model="logistic" | "knn").
 OBJECT_PARAMS = ("estimator", "model", "stopping")
+
+
+def _text_params(method: str) -> list[str]:
+    """The parameters of ``method`` that ``--param KEY=VALUE`` can set."""
+    defaults = METHODS[method]().get_params()
+    return sorted(k for k, v in defaults.items() if k not in RESERVED_PARAMS and (k not in OBJECT_PARAMS or isinstance(v, str)))
 
 
 def _method_help() -> str:
     """One line per method: its --param keys and terms (shown under ``dataworth value --help``)."""
     lines = []
     for name, cls in METHODS.items():
-        keys = sorted(set(cls().get_params()) - set(RESERVED_PARAMS) - set(OBJECT_PARAMS))
+        keys = _text_params(name)
         terms = f"; --term {', '.join(('combined', *cls.terms))}" if cls.terms else ""
         online = "; --state-out" if name in ONLINE_METHODS else ""
         lines.append(f"{name}: --param {', '.join(keys)}{terms}{online}")
@@ -332,11 +339,10 @@ def _parse_params(pairs: list[str], method: str) -> dict[str, Any]:
             raise InputError(f"--param takes KEY=VALUE; got {pair!r}")
         if key in RESERVED_PARAMS and key in known:
             raise InputError(f"--param {key}: set it with {RESERVED_PARAMS[key]}")
-        if key in OBJECT_PARAMS and key in known:
+        if key in known and key not in _text_params(method) and key not in RESERVED_PARAMS:
             raise InputError(f"--param {key} takes a Python object; set it from Python, e.g. dataworth.METHODS[{method!r}]({key}=...)")
         if key not in known:
-            settable = sorted(set(known) - set(RESERVED_PARAMS) - set(OBJECT_PARAMS))
-            raise InputError(f"--param {key}: {method} has no parameter {key!r}; it has {', '.join(settable)}")
+            raise InputError(f"--param {key}: {method} has no parameter {key!r}; it has {', '.join(_text_params(method))}")
         if key in params:
             raise InputError(f"--param {key} is given twice")
         params[key] = _parse_value(text)
