@@ -6,7 +6,15 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 
 from dataworth import InputError
-from dataworth.kernels import _pad_columns, _strip_tiles, kernel_matmul, kernel_row_sums, make_kernel, median_bandwidth
+from dataworth.kernels import (
+    _pad_columns,
+    _strip_tiles,
+    kernel_matmul,
+    kernel_matmul_both_ways,
+    kernel_row_sums,
+    make_kernel,
+    median_bandwidth,
+)
 from mmd_oracle import FORMULAS
 
 
@@ -40,6 +48,24 @@ def test_blocked_products_equal_dense_products(name, budget):
     expected = np.hstack([FORMULAS[name](cdist(x, y1), 2.0) @ w1, FORMULAS[name](cdist(x, y2), 2.0) @ w2])
     assert got.dtype == torch.float64
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("budget", [1, 2**24])
+def test_products_both_ways_equal_dense_products_and_their_transposes(budget):
+    """``K(x, y)ᵀ left`` from the same tiles, for each non-symmetric block; ``None`` for ``y is x``."""
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.normal(size=(700, 5)) + 10.0)
+    y = torch.from_numpy(rng.normal(size=(300, 5)) + 10.0)
+    w, w_x, left = rng.normal(size=(300, 3)), rng.normal(size=(700, 1)), rng.normal(size=(700, 2))
+    kernel = make_kernel("gaussian", 1.7)
+    rows, columns = kernel_matmul_both_ways(
+        kernel, x, [(x, torch.from_numpy(w_x)), (y, torch.from_numpy(w))], torch.from_numpy(left), memory_budget=budget
+    )
+    k_xy = FORMULAS["gaussian"](cdist(x.numpy(), y.numpy()), 1.7)
+    np.testing.assert_allclose(rows[:, 1:].numpy(), k_xy @ w, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(rows[:, :1].numpy(), FORMULAS["gaussian"](cdist(x.numpy(), x.numpy()), 1.7) @ w_x, rtol=1e-9, atol=1e-9)
+    assert columns[0] is None
+    np.testing.assert_allclose(columns[1].numpy(), k_xy.T @ left, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", FORMULAS)

@@ -160,6 +160,39 @@ def kernel_matmul(
     multiple of 4 (:func:`_pad_columns`).
     Runs on whatever device ``x`` lives on.
     """
+    rows, _ = _kernel_products(kernel, x, blocks, None, memory_budget=memory_budget, progress=progress, description=description)
+    return rows
+
+
+def kernel_matmul_both_ways(
+    kernel: Kernel,
+    x: torch.Tensor,
+    blocks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    left: torch.Tensor,
+    **kwargs,
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """:func:`kernel_matmul` that also returns ``K(x, y_s)ᵀ @ left`` for every block whose ``y`` is not
+    ``x`` itself (``None`` for those: ``K(x, x)`` is its own transpose), in float64.
+
+    Each tile, once formed, is reduced from both sides (``t @ w`` and ``tᵀ @ left``), so the column
+    sums of ``K(x, Z)`` (``left`` = ones) cost one more pass over the tile in cache, not another
+    kernel evaluation.
+    """
+    return _kernel_products(kernel, x, blocks, left, **kwargs)
+
+
+def _kernel_products(
+    kernel: Kernel,
+    x: torch.Tensor,
+    blocks: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    left: torch.Tensor | None,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = False,
+    description: str = "kernel sums",
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The tile loop of :func:`kernel_matmul`; with ``left``, also ``K(x, y_s)ᵀ @ left`` per
+    non-symmetric block."""
     if not blocks:
         raise ValueError("kernel_matmul needs at least one (y, w) block")
     dtype, device = x.dtype, x.device
@@ -168,13 +201,17 @@ def kernel_matmul(
     firsts = list(itertools.accumulate(widths[:-1], initial=0))
     out = torch.zeros(x.shape[0], sum(widths), dtype=torch.float64, device=device)
     keep = [first + j for (_, w), first in zip(blocks, firsts, strict=True) for j in range(w.shape[1])]
+    left_width = 0 if left is None else left.shape[1]
+    left = None if left is None else _pad_columns(left.to(device=device, dtype=dtype))
+    columns = [torch.zeros(y.shape[0], 0 if left is None else left.shape[1], dtype=torch.float64, device=device) for y, _ in blocks]
+    transposed = [None if y is x else c[:, :left_width] for (y, _), c in zip(blocks, columns, strict=True)]
     if x.shape[0] == 0:
-        return out[:, keep]
+        return out[:, keep], transposed
     center = x.mean(dim=0)
     scale = 1.0 / kernel.bandwidth**2
     rhs = [
-        (_augment_right(y - center, scale), w, y is x, out[:, first : first + width])
-        for (y, _), w, first, width in zip(blocks, weights, firsts, widths, strict=True)
+        (_augment_right(y - center, scale), w, y is x, out[:, first : first + width], column)
+        for (y, _), w, first, width, column in zip(blocks, weights, firsts, widths, columns, strict=True)
         if y.shape[0]
     ]
     side = max(_MIN_TILE_SIDE, math.isqrt(memory_budget // x.element_size()))
@@ -183,7 +220,7 @@ def kernel_matmul(
     for start in progress_iter(starts, description, enabled=progress):
         stop = min(start + side, x.shape[0])
         lhs = _augment_left(x[start:stop] - center)
-        for y_aug, w, symmetric, acc in rhs:
+        for y_aug, w, symmetric, acc, column in rhs:
             for r0, r1, c0, c1 in _strip_tiles(start, stop, y_aug.shape[0], side, symmetric):
                 t = tile[: (r1 - r0) * (c1 - c0)].view(r1 - r0, c1 - c0)
                 torch.mm(lhs[r0 - start : r1 - start], y_aug[c0:c1].T, out=t)
@@ -193,7 +230,9 @@ def kernel_matmul(
                 acc[r0:r1] += t @ w[c0:c1]
                 if symmetric and r0 != c0:
                     acc[c0:c1] += t.T @ w[r0:r1]
-    return out[:, keep]
+                if left is not None and not symmetric:
+                    column[c0:c1] += t.T @ left[r0:r1]
+    return out[:, keep], transposed
 
 
 def _strip_tiles(start: int, stop: int, n_cols: int, side: int, symmetric: bool) -> Iterator[tuple[int, int, int, int]]:

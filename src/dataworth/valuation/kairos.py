@@ -14,8 +14,18 @@ the one-hot label against the conditional mean embedding fitted on the reference
 
     μ(x) = k(x, Z) (K_ZZ + M α I)⁻¹ Y_Z,         residual_i = ||onehot(y_i) − μ(x_i)||₂
 
-Online updates keep the row sums R_i = Σ_j k(x_i, x_j) and B_i = Σ_l k(x_i, z_l), so adding m rows
-costs O(m (N + M)) kernel evaluations and reproduces a batch fit on the concatenated data.
+The default combination calibrates both terms against the clean reference set
+(:mod:`~dataworth.valuation.calibration`): each reference row gets the same two scores out of sample —
+the MMD witness ``w(z_l) = mean_{l'≠l} k(z_l, z_l') − mean_j k(z_l, x_j)`` against the training
+rows' ``w(x_i) = b_i − mean_{j≠i} k(x_i, x_j)`` (= (N − 1)·feature_i up to a constant and O(1/N)),
+and the kernel ridge model's closed-form leave-one-out residual
+``||W_l|| / (K_ZZ + MαI)⁻¹_ll`` with ``W = (K_ZZ + MαI)⁻¹ Y_Z`` against the training rows' residual.
+Conformal p-values against these null samples become Benjamini–Hochberg q-values per term, and a
+row's value is its smaller q-value.
+
+Online updates keep the row sums R_i = Σ_j k(x_i, x_j), B_i = Σ_l k(x_i, z_l) and the reference
+rows' C_l = Σ_j k(z_l, x_j), so adding m rows costs O(m (N + M)) kernel evaluations and reproduces a
+batch fit on the concatenated data.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ import numpy as np
 import torch
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from dataworth.checks import (
@@ -54,17 +65,28 @@ from dataworth.checks import (
     warn_if_degenerate,
 )
 from dataworth.data import Writer, as_dataset, check_output_path, existing_file, read_npz_text, row_names, write_together
-from dataworth.kernels import DEFAULT_MEMORY_BUDGET, KERNELS, Kernel, kernel_matmul, make_kernel, median_bandwidth
-from dataworth.linalg import power_of_two_scale, solve_spd_inplace
+from dataworth.kernels import (
+    DEFAULT_MEMORY_BUDGET,
+    KERNELS,
+    Kernel,
+    kernel_matmul,
+    kernel_matmul_both_ways,
+    make_kernel,
+    median_bandwidth,
+)
+from dataworth.linalg import inverse_diagonal_from_cholesky, power_of_two_scale, solve_spd_inplace
+from dataworth.valuation import calibration
 from dataworth.result import ValuationResult
 from dataworth.valuation.base import Valuator
 
 _STATE_FORMAT = "dataworth.kairos.state"
-_STATE_VERSION = 2  # 2: rows stored rescaled by a power of two ("scale"); 1: as given
-_READABLE_VERSIONS = (1, 2)
+# 3: the reference null (C_l, D_l, leave-one-out residuals) stored; 2: rows stored rescaled by a power
+# of two ("scale"); 1: as given. Older states get their reference null computed when loaded.
+_STATE_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 LABEL_KERNELS = ("none", "indicator")
 LABEL_MODELS = ("embedding", "logistic")
-COMBINE_RULES = ("worst", "zscore", "raw")
+COMBINE_RULES = ("calibrated", "worst", "zscore", "raw")
 PRECISIONS = ("input", "float32", "float64")
 
 
@@ -81,9 +103,15 @@ class Kairos(Valuator):
     label_kernel : ``"none"`` (features only) or ``"indicator"`` (k(x, x')·1[y = y']).
     label_model : ``"embedding"`` (conditional mean embedding, DESIGN.md §3) or ``"logistic"``
         (logistic regression on the reference set, the paper authors' variant).
-    combine : how the two terms make ``values_``, on robust z-scores (median / 1.4826·MAD over the
-        training rows) ``zf = z(feature)``, ``zr = z(residual)``: ``"worst"`` (default) ``min(zf, −zr)``,
-        the more anomalous of the two standardized scores; ``"zscore"`` ``w·zf − (1 − w)·zr``;
+    combine : how the two terms make ``values_``. ``"calibrated"`` (default): each term's
+        Benjamini–Hochberg q-value from conformal p-values against the clean reference rows' own
+        out-of-sample scores (module docstring), and ``values_`` = the smaller of the two (ties ordered by
+        how far into the reference null the row lies): the value is an estimated false discovery rate,
+        so flagging the rows with value ≤ 0.05 should be about 95% right. The per-term q-values are the
+        components ``feature_q`` and ``label_q``. Needs ≥ 2 reference rows. The other rules work on
+        robust z-scores (median / 1.4826·MAD over the training rows) ``zf = z(feature)``,
+        ``zr = z(residual)``: ``"worst"`` (the default before 0.2) ``min(zf, −zr)``, the more anomalous
+        of the two standardized scores; ``"zscore"`` ``w·zf − (1 − w)·zr``;
         ``"raw"`` ``w·(N − 1)·feature − (1 − w)·residual`` (unstandardized, the paper's form). The exact
         leave-one-out term shrinks as 1/N while the residual is O(1), so it is blended at the paper's
         scale, the distributional influence: (N − 1)·feature_i = 2(b_i − a_i) + 2(S_QQ − S_PQ) + O(1/N),
@@ -116,7 +144,7 @@ class Kairos(Valuator):
         bandwidth_scale: float = 0.5,
         label_kernel: str = "none",
         label_model: str = "embedding",
-        combine: str = "worst",
+        combine: str = "calibrated",
         feature_weight: float = 0.5,
         label_ridge: float = 1e-3,
         seed: int = 0,
@@ -186,11 +214,19 @@ class Kairos(Valuator):
         tick = time.perf_counter()
         self._fit_label_model()
         timings["label_model"] = time.perf_counter() - tick
+        if self.combine == "calibrated" and codes is not None and (z.shape[0] < 2 or self._ref_residuals is None):
+            raise InputError(
+                "combine='calibrated' compares each row with the reference rows' own scores, so it needs at least 2 "
+                "reference rows (with label_model='logistic', 2 of every class); add reference rows or use combine='worst'"
+            )
 
         tick = time.perf_counter()
-        sums = self._kernel_sums(x, codes, [(x, codes), (z, ref_codes)], "KAIROS kernel sums", label_mean=True)
+        sums, self._ref_train_sums = self._kernel_sums(
+            x, codes, [(x, codes), (z, ref_codes)], "KAIROS kernel sums", label_mean=True, reference_columns=True
+        )
         self._row_sums, self._ref_sums = sums[:, 0], sums[:, 1]
         self._residuals = None if codes is None else self._label_residuals(x, codes, sums[:, 2:])
+        self._ref_ref_sums = self._kernel_sums(z, ref_codes, [(z, ref_codes)], "KAIROS reference null")[0][:, 0]
         timings["kernel_sums"] = time.perf_counter() - tick
         timings["total"] = time.perf_counter() - started
         self._publish(timings)
@@ -226,16 +262,18 @@ class Kairos(Valuator):
                 raise InputError("the added set needs labels: this KAIROS state was fitted with labels")
             codes_new = encode_labels(check_labels(new.y, x_new.shape[0], "the added labels"), self.classes_, "the added labels")
 
-        old_with_new = self._kernel_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
-        new_sums = self._kernel_sums(
+        old_with_new, _ = self._kernel_sums(self._x, self._codes, [(x_new, codes_new)], "KAIROS update")
+        new_sums, ref_with_new = self._kernel_sums(
             x_new,
             codes_new,
             [(self._x, self._codes), (x_new, codes_new), (self._z, self._ref_codes)],
             "KAIROS update",
             label_mean=True,
+            reference_columns=True,
         )
         self._row_sums = torch.cat([self._row_sums + old_with_new[:, 0], new_sums[:, 0] + new_sums[:, 1]])
         self._ref_sums = torch.cat([self._ref_sums, new_sums[:, 2]])
+        self._ref_train_sums = self._ref_train_sums + ref_with_new
         if codes_new is not None:
             self._residuals = np.concatenate([self._residuals, self._label_residuals(x_new, codes_new, new_sums[:, 3:])])
             self._codes = np.concatenate([self._codes, codes_new])
@@ -283,6 +321,8 @@ class Kairos(Valuator):
             "z": self._z.cpu().numpy(),
             "row_sums": self._row_sums.cpu().numpy(),
             "ref_sums": self._ref_sums.cpu().numpy(),
+            "ref_train_sums": self._ref_train_sums.cpu().numpy(),
+            "ref_ref_sums": self._ref_ref_sums.cpu().numpy(),
         }
         if self.feature_names_ is not None:
             arrays["feature_names"] = np.array(self.feature_names_, dtype=str)
@@ -298,6 +338,7 @@ class Kairos(Valuator):
                 "codes": self._codes,
                 "ref_codes": self._ref_codes,
                 "residuals": self._residuals,
+                "ref_residuals": self._ref_residuals,
                 **{f"label_model_{k}": v for k, v in self._label_params.items()},
             }
 
@@ -342,7 +383,9 @@ class Kairos(Valuator):
         """Set the fitted state from the arrays of a state file, checking that they fit together."""
         n, m = len(arrays["x"]), len(arrays["z"])
         per_row = ("row_sums", "ref_sums", "codes", "residuals", "names")
+        per_reference = ("ref_train_sums", "ref_ref_sums", "ref_residuals")
         wrong = [k for k in per_row if k in arrays and len(arrays[k]) != n]
+        wrong += [k for k in per_reference if k in arrays and len(arrays[k]) != m]
         if wrong or arrays["x"].ndim != 2 or arrays["z"].shape[1:] != arrays["x"].shape[1:] or len(arrays.get("ref_codes", [0] * m)) != m:
             raise ValueError(f"arrays of mismatched shapes: {', '.join(wrong) or 'x, z or ref_codes'}")
         floats = {k: str(arrays[k].dtype) for k in ("x", "z")}
@@ -369,6 +412,16 @@ class Kairos(Valuator):
             for k, v in arrays.items()
             if k.startswith("label_model_")
         }
+        if "ref_ref_sums" in arrays:
+            self._ref_train_sums = torch.from_numpy(arrays["ref_train_sums"]).to(device)
+            self._ref_ref_sums = torch.from_numpy(arrays["ref_ref_sums"]).to(device)
+            self._ref_residuals = arrays.get("ref_residuals")
+        else:  # a state written before version 3: compute its reference null now
+            self._fit_label_model()
+            self._ref_train_sums = self._kernel_sums(self._z, self._ref_codes, [(self._x, self._codes)], "KAIROS reference null")[0][:, 0]
+            self._ref_ref_sums = self._kernel_sums(self._z, self._ref_codes, [(self._z, self._ref_codes)], "KAIROS reference null")[0][:, 0]
+        if labelled and self._ref_residuals is None:
+            raise ValueError("a labelled state without the reference rows' residuals")
         self._publish({})
 
     # ------------------------------------------------------------------ internals
@@ -394,39 +447,55 @@ class Kairos(Valuator):
         description: str,
         *,
         label_mean: bool = False,
-    ) -> torch.Tensor:
+        reference_columns: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Column j: Σ over the rows of block j of k(row, col), within one class for the indicator kernel.
 
         With ``label_mean`` the last block is the reference set and further columns hold the kernel
         label mean ``k(row, Z) W`` of the embedding label model; with the "none" label kernel it comes
         from the same pass over ``K(rows, Z)`` as the reference sums. A block whose tensor is ``rows``
-        itself is computed from the upper triangle of the symmetric ``K(rows, rows)``.
+        itself is computed from the upper triangle of the symmetric ``K(rows, rows)``. With
+        ``reference_columns`` the second result holds, for every row of the last block, the sum of
+        k(col, row) over ``rows`` (within its class), from the same tiles; otherwise it is ``None``.
         """
         mean_weights = self._label_params.get("weights") if label_mean else None
         fused = mean_weights is not None and self.label_kernel == "none"
-
-        def weights(j: int, cols: torch.Tensor) -> torch.Tensor:
-            ones = torch.ones(cols.shape[0], 1, dtype=rows.dtype, device=rows.device)
-            return torch.cat([ones, mean_weights], dim=1) if fused and j == len(blocks) - 1 else ones
-
         run = dict(memory_budget=self.memory_budget, progress=self.progress, description=description)
+
+        def products(part: torch.Tensor, part_blocks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+            weighted = []
+            for j, cols in enumerate(part_blocks):
+                ones = torch.ones(cols.shape[0], 1, dtype=rows.dtype, device=rows.device)
+                weighted.append((cols, torch.cat([ones, mean_weights], dim=1) if fused and j == len(part_blocks) - 1 else ones))
+            if not reference_columns:
+                return kernel_matmul(self._kernel, part, weighted, **run), None
+            left = torch.ones(part.shape[0], 1, dtype=rows.dtype, device=rows.device)
+            sums, transposed = kernel_matmul_both_ways(self._kernel, part, weighted, left, **run)
+            return sums, transposed[-1][:, 0]
+
         if self.label_kernel == "none":
-            return kernel_matmul(self._kernel, rows, [(cols, weights(j, cols)) for j, (cols, _) in enumerate(blocks)], **run)
+            return products(rows, [cols for cols, _ in blocks])
         out = torch.zeros(rows.shape[0], len(blocks), dtype=torch.float64, device=rows.device)
+        last, last_codes = blocks[-1]
+        columns = torch.zeros(last.shape[0], dtype=torch.float64, device=rows.device) if reference_columns else None
         for c in np.unique(row_codes):
             row_sel = torch.from_numpy(row_codes == c)
             class_rows = rows[row_sel]
             class_blocks = [class_rows if cols is rows else cols[torch.from_numpy(col_codes == c)] for cols, col_codes in blocks]
-            out[row_sel] = kernel_matmul(
-                self._kernel, class_rows, [(cols, weights(j, cols)) for j, cols in enumerate(class_blocks)], **run
-            )
+            out[row_sel], class_columns = products(class_rows, class_blocks)
+            if columns is not None:
+                columns[torch.from_numpy(last_codes == c)] = class_columns
         if mean_weights is not None:
             mean = kernel_matmul(self._kernel, rows, [(self._z, mean_weights)], memory_budget=self.memory_budget)
             out = torch.cat([out, mean], dim=1)
-        return out
+        return out, columns
 
     def _fit_label_model(self) -> None:
+        """Fit the label model on the reference set, and the reference rows' out-of-sample residuals
+        (the label term's null sample): closed-form leave-one-out for the embedding, 5-fold
+        cross-fitting for the logistic model."""
         self._label_params: dict[str, Any] = {}
+        self._ref_residuals = None
         if self._ref_codes is None:
             return
         onehot = _one_hot(self._ref_codes, len(self.classes_))
@@ -434,15 +503,33 @@ class Kairos(Valuator):
             gram = self._kernel.matrix(self._z, self._z)
             gram.diagonal().add_(self._z.shape[0] * self.label_ridge)
             targets = torch.from_numpy(onehot).to(device=gram.device, dtype=gram.dtype)
-            self._label_params = {"weights": solve_spd_inplace(gram, targets, what="K_ZZ + M·label_ridge·I")}
-        else:
-            if len(self.classes_) < 2:
-                raise InputError("label_model='logistic' needs at least 2 classes in the reference set")
-            # One BLAS thread: the products are small, and OpenBLAS's idle threads would otherwise keep
-            # spinning after the fit and slow the torch kernel pass that follows by ~15%.
-            with threadpool_limits(limits=1, user_api="blas"):
-                model = LogisticRegression(max_iter=2000).fit(self._z.cpu().double().numpy() / self._scale, self._ref_codes)
+            weights = solve_spd_inplace(gram, targets, what="K_ZZ + M·label_ridge·I")
+            self._label_params = {"weights": weights}
+            # Kernel ridge leave-one-out with the ridge λ = Mα held fixed: y_l − f₋ₗ(z_l) = W_l / (A⁻¹)_ll.
+            inverse_diagonal = inverse_diagonal_from_cholesky(gram.mT)
+            self._ref_residuals = (weights / inverse_diagonal[:, None]).norm(dim=1).double().cpu().numpy()
+            return
+        if len(self.classes_) < 2:
+            raise InputError("label_model='logistic' needs at least 2 classes in the reference set")
+        features = self._z.cpu().double().numpy() / self._scale
+        # One BLAS thread: the products are small, and OpenBLAS's idle threads would otherwise keep
+        # spinning after the fit and slow the torch kernel pass that follows by ~15%.
+        with threadpool_limits(limits=1, user_api="blas"):
+            model = LogisticRegression(max_iter=2000).fit(features, self._ref_codes)
             self._label_params = {"coef": model.coef_, "intercept": model.intercept_}
+            self._ref_residuals = self._cross_fitted_residuals(features, onehot)
+
+    def _cross_fitted_residuals(self, features: np.ndarray, onehot: np.ndarray) -> np.ndarray | None:
+        """||onehot(y_l) − p₋(z_l)|| with p₋ a logistic model fitted on the other folds (5, stratified,
+        fewer when a class has fewer reference rows); ``None`` when a class has a single reference row."""
+        folds = min(5, int(np.bincount(self._ref_codes, minlength=len(self.classes_)).min()))
+        if folds < 2:
+            return None
+        probabilities = np.zeros_like(onehot)
+        for train, held_out in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(features, self._ref_codes):
+            model = LogisticRegression(max_iter=2000).fit(features[train], self._ref_codes[train])
+            probabilities[np.ix_(held_out, model.classes_)] = model.predict_proba(features[held_out])
+        return np.linalg.norm(onehot - probabilities, axis=1)
 
     def _label_residuals(self, x: torch.Tensor, codes: np.ndarray, kernel_mean: torch.Tensor) -> np.ndarray:
         """||onehot(y_i) − μ(x_i)||₂ with μ the fitted label model (``kernel_mean`` for the embedding)."""
@@ -487,25 +574,41 @@ class Kairos(Valuator):
         )
 
     def _publish(self, timings: dict[str, float]) -> None:
-        """Recompute the per-row terms from the kept sums (O(N)) and set the fitted attributes."""
+        """Recompute the per-row terms from the kept sums (O(N log N)) and set the fitted attributes."""
         n, m = self._x.shape[0], self._z.shape[0]
-        self.feature_values_ = loo_mmd_effect(
-            self._row_sums.cpu().numpy() / n, self._ref_sums.cpu().numpy() / m, n_train=n
-        )
+        row_sums, ref_sums = self._row_sums.cpu().numpy(), self._ref_sums.cpu().numpy()
+        self.feature_values_ = loo_mmd_effect(row_sums / n, ref_sums / m, n_train=n)
         self.label_residuals_ = self._residuals
         self.n_train_ = n
-        if self._residuals is None:
-            values = self.feature_values_
-        else:
-            values = combine_terms(self.feature_values_ * (n - 1), self._residuals, self.combine, self.feature_weight)
         components = {"feature": self.feature_values_}
         if self._residuals is not None:
             components["label_residual"] = self._residuals
+        if m >= 2:
+            calibrated = self._calibrate(row_sums, ref_sums)
+            components |= {f"{term}_q": q for term, (q, _) in calibrated.items()}
+        if self._residuals is None:
+            values = self.feature_values_
+        elif self.combine == "calibrated":
+            values = calibration.combine_q_values(*map(list, zip(*calibrated.values(), strict=True)))
+        else:
+            values = combine_terms(self.feature_values_ * (n - 1), self._residuals, self.combine, self.feature_weight)
         params = {**self.get_params(), "bandwidth_value": self.bandwidth_, "n_reference": m}
         self.result_ = ValuationResult(
             values, self.method, params=params, timings=timings, components=components, names=self._names
         )
 
+    def _calibrate(self, row_sums: np.ndarray, ref_sums: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per term: (Benjamini–Hochberg q-values, null z-scores oriented so that low is anomalous) of the
+        training rows against the reference rows' out-of-sample scores (module docstring)."""
+        n, m = len(row_sums), len(self._ref_ref_sums)
+        witness = ref_sums / m - (row_sums - 1.0) / (n - 1)
+        witness_null = (self._ref_ref_sums.cpu().numpy() - 1.0) / (m - 1) - self._ref_train_sums.cpu().numpy() / n
+        out = {"feature": (calibration.conformal_p_values(witness, witness_null, upper=False),
+                           calibration.null_z_scores(witness, witness_null))}
+        if self._residuals is not None and self._ref_residuals is not None:
+            out["label"] = (calibration.conformal_p_values(self._residuals, self._ref_residuals, upper=True),
+                            -calibration.null_z_scores(self._residuals, self._ref_residuals))
+        return {term: (calibration.benjamini_hochberg(p), z) for term, (p, z) in out.items()}
 
 def loo_mmd_effect(a: np.ndarray, b: np.ndarray, *, n_train: int) -> np.ndarray:
     """Exact ``MMD²(P, D∖{i}) − MMD²(P, D)`` from ``a_i`` and ``b_i`` (DESIGN.md §3), k(x, x) = 1."""
