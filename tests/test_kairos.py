@@ -120,7 +120,8 @@ def test_logistic_reference_null_is_cross_fitted_like_sklearn(planted):
 
 @pytest.mark.parametrize("label_kernel", ["none", "indicator"])
 def test_calibrated_values_equal_an_independent_computation(planted, label_kernel):
-    """Witness and residual p-values counted against the reference null, SciPy's BH, the smaller q."""
+    """Witness, reference-density and residual p-values counted against the reference null, the two
+    feature p-values merged by Bonferroni, SciPy's BH, the smaller q."""
     from scipy.stats import false_discovery_control
 
     X, y, Z, y_ref = planted
@@ -132,7 +133,10 @@ def test_calibrated_values_equal_an_independent_computation(planted, label_kerne
                         ((X, y, X, y), (X, y, Z, y_ref), (Z, y_ref, Z, y_ref)))
     witness = K_xz.mean(1) - (K_xx.sum(1) - 1) / (n - 1)
     null = (K_zz.sum(1) - 1) / (m - 1) - K_xz.sum(0) / n
-    p_feature = np.array([(1 + (null <= w).sum()) / (m + 1) for w in witness])
+    density, density_null = K_xz.mean(1), (K_zz.sum(1) - 1) / (m - 1)
+    p_witness = np.array([(1 + (null <= w).sum()) / (m + 1) for w in witness])
+    p_density = np.array([(1 + (density_null <= d).sum()) / (m + 1) for d in density])
+    p_feature = np.minimum(1, 2 * np.minimum(p_witness, p_density))
     p_label = np.array([(1 + (est._ref_residuals >= r).sum()) / (m + 1) for r in est.label_residuals_])
     q_feature, q_label = false_discovery_control(p_feature, method="bh"), false_discovery_control(p_label, method="bh")
     components = est.result_.components

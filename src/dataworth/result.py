@@ -28,8 +28,10 @@ from dataworth.data import (
 _METADATA_KEY = b"dataworth"
 
 
+#: Columns of :attr:`ValuationResult.issues` (see :mod:`dataworth.valuation.issue_types`).
+ISSUE_COLUMNS = ("issue", "issue_q", "duplicate_of")
 #: Table columns with a fixed meaning; components may not use these names.
-RESERVED_COLUMNS = ("index", "name", "value", "stderr", "count")
+RESERVED_COLUMNS = ("index", "name", "value", "stderr", "count", *ISSUE_COLUMNS)
 
 
 @dataclass
@@ -40,7 +42,9 @@ class ValuationResult:
     Monte Carlo methods set ``stderr`` (the standard error of each value) and ``counts`` (the samples
     behind it). ``components`` holds further per-row columns a method exposes (e.g. KAIROS's
     ``feature`` and ``label_residual``); ``params`` the hyper-parameters used and ``timings`` seconds
-    per stage.
+    per stage. ``issues`` (when a method says why rows are bad) is a table with one row per training
+    row and the columns ``issue`` (the type, empty for a row not flagged), ``issue_q`` and
+    ``duplicate_of`` (row index, −1 for none).
     """
 
     values: np.ndarray
@@ -51,6 +55,7 @@ class ValuationResult:
     names: np.ndarray | None = None
     stderr: np.ndarray | None = None
     counts: np.ndarray | None = None
+    issues: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64)
@@ -68,6 +73,14 @@ class ValuationResult:
             self.stderr = self._column(self.stderr, "stderr", np.float64)
         if self.counts is not None:
             self.counts = self._column(self.counts, "counts", np.int64)
+        if self.issues is not None:
+            if list(self.issues.columns) != list(ISSUE_COLUMNS) or len(self.issues) != len(self.values):
+                raise InputError(f"issues must be a table of {len(self.values)} rows with the columns {', '.join(ISSUE_COLUMNS)}")
+            self.issues = pd.DataFrame({
+                "issue": self.issues["issue"].fillna("").astype(str).to_numpy(),
+                "issue_q": self._column(self.issues["issue_q"], "issue_q", np.float64),
+                "duplicate_of": self._column(self.issues["duplicate_of"], "duplicate_of", np.int64),
+            })
 
     def _column(self, column: Any, what: str, dtype: Any) -> np.ndarray:
         column = np.asarray(column, dtype=dtype)
@@ -79,7 +92,7 @@ class ValuationResult:
         return self.values.shape[0]
 
     def __repr__(self) -> str:
-        extras = "".join(f", {what}" for what in ("names", "stderr", "counts") if getattr(self, what) is not None)
+        extras = "".join(f", {what}" for what in ("names", "stderr", "counts", "issues") if getattr(self, what) is not None)
         components = f", components={list(self.components)}" if self.components else ""
         return f"ValuationResult(method={self.method!r}, rows={len(self)}{components}{extras})"
 
@@ -99,7 +112,7 @@ class ValuationResult:
 
     def to_pandas(self) -> pd.DataFrame:
         """A table with columns ``index``, ``name`` (when set), ``value``, ``stderr`` and ``count`` (when
-        set) and one column per component."""
+        set), one column per component, and the issue columns (when set)."""
         columns: dict[str, Any] = {"index": np.arange(len(self))}
         if self.names is not None:
             columns["name"] = self.names
@@ -108,7 +121,8 @@ class ValuationResult:
             columns["stderr"] = self.stderr
         if self.counts is not None:
             columns["count"] = self.counts
-        return pd.DataFrame({**columns, **self.components})
+        issues = {} if self.issues is None else {c: self.issues[c].to_numpy() for c in ISSUE_COLUMNS}
+        return pd.DataFrame({**columns, **self.components, **issues})
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table to ``.csv`` or ``.parquet`` atomically.
@@ -146,8 +160,9 @@ class ValuationResult:
         try:
             if path.suffix.lower() == ".csv":
                 table = pd.read_csv(path)
-                if "name" in table.columns:  # row names as written ("00123", "NA")
-                    table["name"] = read_csv_text_column(path, "name")
+                for text in ("name", "issue"):  # as written ("00123", "NA"; an empty issue)
+                    if text in table.columns:
+                        table[text] = read_csv_text_column(path, text)
                 meta = _read_sidecar(path, len(table)) or meta
             else:
                 arrow = pq.read_table(path)
@@ -164,6 +179,7 @@ class ValuationResult:
             table = table.sort_values("index", kind="stable")
         components = {c: table[c].to_numpy() for c in table.columns if c not in RESERVED_COLUMNS}
         optional = {c: table[c].to_numpy() if c in table.columns else None for c in ("name", "stderr", "count")}
+        issues = table[list(ISSUE_COLUMNS)].reset_index(drop=True) if set(ISSUE_COLUMNS) <= set(table.columns) else None
         try:
             return cls(
                 values=table["value"].to_numpy(),
@@ -174,6 +190,7 @@ class ValuationResult:
                 names=optional["name"],
                 stderr=optional["stderr"],
                 counts=optional["count"],
+                issues=issues,
             )
         except (ValueError, TypeError) as exc:
             raise FileFormatError(f"the result file has a non-numeric value column ({path}): {exc}") from None

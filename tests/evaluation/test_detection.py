@@ -7,8 +7,11 @@ from typer.testing import CliRunner
 
 from dataworth import InputError
 from dataworth.cli import app
+from dataworth.evaluation import datasets
 from dataworth.evaluation.datasets import EvaluationSet, breast_cancer, digits
 from dataworth.evaluation.detection import CORRUPTIONS, make_task, parse_corruption, run_detection
+from dataworth.evaluation.metrics import detection_auprc, detection_auroc
+from dataworth.valuation import Kairos
 
 
 def toy_text_set() -> EvaluationSet:
@@ -19,22 +22,30 @@ def toy_text_set() -> EvaluationSet:
     def featurize(docs):
         return np.array([[d.count("zqxv"), len(d)] for d in docs], dtype=np.float64)
 
-    return EvaluationSet("toy-text", featurize(texts), y, texts, "text", featurize, ((0, 1),))
+    quotes = [f"a quotation, number {i}, from elsewhere entirely" for i in range(20)]
+    return EvaluationSet("toy-text", featurize(texts), y, texts, "text", featurize, ((0, 1),), outliers=lambda: featurize(quotes))
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS)
 @pytest.mark.parametrize("make", [digits, breast_cancer, toy_text_set])
 def test_tasks_plant_the_corruption_in_the_training_part_only(kind, make):
+    if kind == "ood" and make is digits and not datasets.FASHION_MNIST.is_dir():
+        pytest.skip("optional: make bench-data (dataset-fashion-mnist)")
     data = make()
-    task = make_task(data, kind, 0.1, seed=0)
-    n_train = len(data.y) - len(task.y_ref)
+    task = make_task(data, kind, 0.1, seed=0, max_train=500)  # 500 of digits' 1,437: the model of confusion-flip is quick
+    n_train = min(len(data.y) - len(task.y_ref), 500)
     expected = round(0.1 * n_train)
     assert task.corrupted.sum() == expected
-    assert len(task.y) == len(task.X) == len(task.corrupted) == n_train + (expected if kind == "duplicates" else 0)
+    assert len(task.y) == len(task.X) == len(task.corrupted) == n_train + (expected if kind in ("duplicates", "ood") else 0)
     assert len(task.y_ref) == pytest.approx(0.2 * len(data.y), abs=1)
     clean_rows = ~task.corrupted
-    if kind in ("label-flip", "pair-flip", "duplicates"):
+    if kind in ("label-flip", "confusion-flip", "pair-flip", "annotator", "duplicates", "ood"):
         np.testing.assert_array_equal(task.X[:n_train], np.asarray(data.X, dtype=np.float64)[task.rows])
+    if kind in ("label-flip", "confusion-flip", "pair-flip", "annotator"):
+        np.testing.assert_array_equal(task.y != data.y[task.rows], task.corrupted)
+    if kind == "ood":
+        pool = data.outliers()
+        assert all((np.abs(pool - row).max(axis=1) < 1e-6).any() for row in task.X[n_train:])
     if kind == "backdoor":
         target = np.unique(data.y)[0]
         assert (task.y[task.corrupted] == target).all()
@@ -150,3 +161,45 @@ def test_a_method_can_run_under_labels_with_other_parameters():
     assert results["auroc"].iloc[0] != results["auroc"].iloc[1]  # really another model
     with pytest.raises(InputError, match="unknown method"):
         run_detection(data, "label-flip:0.1", ["cleanlab-knn"], seeds=1)
+
+
+def test_ood_needs_a_source_of_outliers():
+    data = toy_text_set()
+    bare = EvaluationSet(data.name, data.X, data.y, data.raw, data.view, data.featurize)
+    with pytest.raises(InputError, match="dataset 'toy-text' has no out-of-distribution rows"):
+        make_task(bare, "ood", 0.1, seed=0)
+
+
+def test_a_variant_can_rank_by_one_kairos_term():
+    """kairos-label scores exactly the ranking by −(label residual), kairos-feature by the feature term."""
+    data = digits()
+    results = run_detection(data, "label-flip:0.1", ["kairos-feature", "kairos-label"], seeds=1, max_train=200,
+                            variants={"kairos-feature": "kairos:feature", "kairos-label": "kairos:label"})
+    task = make_task(data, "label-flip", 0.1, seed=0, max_train=200)
+    fitted = Kairos().fit(task.X, task.y, reference=(task.X_ref, task.y_ref))
+    by_method = results.set_index("method")
+    for label, values in (("kairos-label", -fitted.label_residuals_), ("kairos-feature", fitted.feature_values_)):
+        assert by_method.loc[label, "auroc"] == pytest.approx(detection_auroc(values, task.corrupted), abs=1e-12)
+        assert by_method.loc[label, "auprc"] == pytest.approx(detection_auprc(values, task.corrupted), abs=1e-12)
+    assert by_method.loc["kairos-label", "auroc"] > by_method.loc["kairos-feature", "auroc"] + 0.2  # flips move labels, not features
+    with pytest.raises(InputError, match="kairos has no term 'price'; it offers combined, feature, label"):
+        run_detection(data, "label-flip:0.1", ["kairos-price"], variants={"kairos-price": "kairos:price"})
+
+
+def test_checkpoint_keys_of_plain_methods_stay_and_variant_keys_name_the_term(tmp_path):
+    from dataworth.checkpoint import Checkpoint
+
+    path = tmp_path / "results.partial.jsonl"
+    old_key = {"dataset": "digits", "corruption": "label-flip:0.1", "method": "kairos", "seed": 0, "max_train": 200, "params": {}}
+    planted = {"dataset": "digits", "corruption": "label-flip:0.1", "method": "kairos", "seed": 0, "n_train": 200,
+               "auroc": 0.123, "auprc": 0.1, "f1": 0.1, "detection_rate": 0.1, "seconds": 1.0, "peak_rss_gib": 0.1}
+    Checkpoint(path).add(old_key, planted)
+    run = dict(seeds=1, max_train=200)
+    plain = run_detection(digits(), "label-flip:0.1", ["kairos"], checkpoint=Checkpoint(path), **run)
+    assert plain["auroc"].item() == 0.123  # a key written before variants had terms is still found
+    label = run_detection(digits(), "label-flip:0.1", ["kairos-x"], variants={"kairos-x": "kairos:label"},
+                          checkpoint=Checkpoint(path), **run)
+    feature = run_detection(digits(), "label-flip:0.1", ["kairos-x"], variants={"kairos-x": "kairos:feature"},
+                            checkpoint=Checkpoint(path), **run)
+    assert label["auroc"].item() != feature["auroc"].item()  # another term is another valuation, not the stored one
+    assert Checkpoint(path).resumed == 3

@@ -4,31 +4,46 @@ Every function takes a ``fraction`` of rows to corrupt and a ``seed``, never mod
 and returns the corrupted data together with a boolean ``mask`` of the corrupted rows. ``eligible``
 restricts which rows may be chosen (e.g. to keep corruptions disjoint). Functions that add rows
 (duplicates, out-of-distribution) append them after the original rows; the mask covers all rows.
+Confusion-based flips and per-annotator noise also take out-of-fold predicted ``probabilities`` of a
+model trained on the clean labels, so that the wrong labels are the ones a model (and a person) confuses.
 The reference set is never passed here: it stays clean.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Real
 
 import numpy as np
 
-from dataworth.checks import InputError, check_fraction, count_noun
+from dataworth.checks import InputError, check_fraction, check_positive, count_noun
 
 #: Visually confusable digit pairs used for class-confusion label noise.
 DIGIT_CONFUSIONS: tuple[tuple[int, int], ...] = ((1, 7), (3, 8), (4, 9), (5, 6))
 
 
-def sample_rows(n: int, fraction: float, *, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
-    """A boolean mask of ``round(fraction · n)`` rows drawn without replacement from ``eligible``."""
+def sample_rows(
+    n: int, fraction: float, *, seed: int, eligible: np.ndarray | None = None, log_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """A boolean mask of ``round(fraction · n)`` rows drawn without replacement from ``eligible``:
+    uniformly, or, given ``log_weights`` (one per row), one after another with probability
+    ∝ exp(log_weight) among the rows left, drawn at once as the rows of largest log_weight + Gumbel
+    noise (the Gumbel-top-k trick; Kool, van Hoof, Welling, "Stochastic Beams and Where to Find
+    Them", ICML 2019)."""
     check_fraction(fraction, "fraction")
     eligible = np.ones(n, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     candidates = np.flatnonzero(eligible)
     count = int(round(fraction * n))
     if count > candidates.size:
         raise InputError(f"cannot corrupt {count} rows: only {candidates.size} rows are eligible")
+    rng = _streams(seed)[0]
+    if log_weights is None:
+        chosen = rng.choice(candidates, size=count, replace=False)
+    else:
+        keys = np.asarray(log_weights, dtype=np.float64)[candidates] + rng.gumbel(size=candidates.size)
+        chosen = candidates[np.argsort(-keys, kind="stable")[:count]]
     mask = np.zeros(n, dtype=bool)
-    mask[_streams(seed)[0].choice(candidates, size=count, replace=False)] = True
+    mask[chosen] = True
     return mask
 
 
@@ -61,6 +76,80 @@ def flip_label_pairs(
     mask = sample_rows(len(y), fraction, seed=seed, eligible=eligible)
     flipped = y.copy()
     flipped[mask] = [partner[v] for v in y[mask].tolist()]
+    return flipped, mask
+
+
+def flip_to_second_choice(
+    y: np.ndarray,
+    fraction: float,
+    *,
+    probabilities: np.ndarray,
+    seed: int,
+    temperature: float = 0.1,
+    eligible: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Confusion-based flips: ``fraction`` of the rows, preferably ambiguous ones, get the class a
+    model finds most likely after their true one.
+
+    ``probabilities`` (n × classes, columns in ``np.unique(y)`` order) are out-of-fold predicted
+    probabilities of a model trained on the clean ``y``. With the margin
+    m_i = p_i(y_i) − max_{c≠y_i} p_i(c) (in [−1, 1]; small or negative = ambiguous), rows are drawn
+    without replacement with probability ∝ exp(−m_i / temperature) among those left
+    (:func:`sample_rows` with ``log_weights``), and each drawn row becomes argmax_{c≠y_i} p_i(c).
+
+    ``temperature`` = 0.1: each 0.1 less margin multiplies a row's weight by e, so a row the model
+    finds a coin toss (m = 0) is e¹⁰ ≈ 22,000 times as likely as one it is sure of (m = 1): the
+    flips concentrate on ambiguous rows, as an annotator's mistakes do, yet rows of similar margin
+    stay interchangeable, and a large ``fraction`` still fills up with clearer rows once the
+    ambiguous ones run out. As temperature → 0 it takes the smallest margins in order; → ∞, rows
+    uniformly. On digits (1,437 training rows, standardized logistic regression, 5 folds) 10% flips
+    have a mean margin of 0.20 at 0.1, against 0.16 in order and 0.86 uniformly.
+    """
+    check_positive(temperature, "temperature")
+    classes, codes, probabilities = _class_codes(y, probabilities)
+    rows = np.arange(len(y))
+    others = probabilities.copy()
+    others[rows, codes] = -np.inf
+    second = others.argmax(axis=1)
+    margin = probabilities[rows, codes] - others[rows, second]
+    mask = sample_rows(len(y), fraction, seed=seed, eligible=eligible, log_weights=-margin / temperature)
+    flipped = y.copy()
+    flipped[mask] = classes[second[mask]]
+    return flipped, mask
+
+
+def annotator_noise(
+    y: np.ndarray,
+    fraction: float,
+    *,
+    probabilities: np.ndarray,
+    seed: int,
+    error_rate: float = 0.3,
+    eligible: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-source noise: one annotator labelled a random share ``fraction / error_rate`` of the rows
+    (``sample_rows(n, fraction / error_rate, seed=seed, eligible=eligible)``) and got ``error_rate``
+    of them wrong: ``round(fraction · n)`` of its rows, drawn uniformly, always in the same way, class
+    c becoming π(c) = argmax_{c'≠c} mean_{i: y_i=c} p_i(c'), the class a model confuses most with c
+    (``probabilities`` as for :func:`flip_to_second_choice`). The mask marks the relabelled rows."""
+    check_fraction(fraction, "fraction")
+    if isinstance(error_rate, bool) or not isinstance(error_rate, Real) or not 0 < error_rate <= 1:
+        raise InputError(f"error_rate must be a number in (0, 1]; got {error_rate!r}")
+    if fraction > error_rate:
+        raise InputError(
+            f"an annotator who gets {error_rate:g} of its rows wrong corrupts at most that fraction of all rows: "
+            f"the largest fraction allowed is {error_rate:g}; got {fraction:g}"
+        )
+    classes, codes, probabilities = _class_codes(y, probabilities)
+    means = np.stack([probabilities[codes == c].mean(axis=0) for c in range(classes.size)])  # row c: mean p̂ on class c
+    np.fill_diagonal(means, -np.inf)
+    confused = means.argmax(axis=1)  # π as class indices
+    annotated = np.flatnonzero(sample_rows(len(y), fraction / error_rate, seed=seed, eligible=eligible))
+    wrong = _content_rng(seed).choice(annotated, size=int(round(fraction * len(y))), replace=False)
+    flipped = y.copy()
+    flipped[wrong] = classes[confused[codes[wrong]]]
+    mask = np.zeros(len(y), dtype=bool)
+    mask[wrong] = True
     return flipped, mask
 
 
@@ -196,6 +285,23 @@ def _other_labels(labels: np.ndarray, classes: np.ndarray, rng: np.random.Genera
     """For each label, a different class drawn uniformly from ``classes``."""
     shift = rng.integers(1, classes.size, size=len(labels))
     return classes[(np.searchsorted(classes, labels) + shift) % classes.size]
+
+
+def _class_codes(y: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The classes of ``y`` (sorted), each row's class index, and ``probabilities`` as float64, checked
+    to hold one finite row per label and one column per class."""
+    classes, codes = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise InputError("label flips need at least 2 classes")
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if probabilities.shape != (len(y), classes.size):
+        raise InputError(
+            f"probabilities must have one row per label and one column per class of y (sorted): shape "
+            f"({len(y)}, {classes.size}); got {probabilities.shape}"
+        )
+    if not np.isfinite(probabilities).all():
+        raise InputError("probabilities contain NaN or inf")
+    return classes, codes, probabilities
 
 
 def _poisoned_rows(

@@ -23,8 +23,9 @@ from dataworth.evaluation.datasets import EvaluationSet
 from dataworth.evaluation.metrics import detection_auprc, detection_auroc, detection_rate, two_means_f1
 from dataworth.evaluation.resources import measure
 from dataworth.valuation import METHODS
+from dataworth.valuation.confident_learning import out_of_fold_probabilities
 
-CORRUPTIONS = ("label-flip", "pair-flip", "feature-noise", "backdoor", "duplicates")
+CORRUPTIONS = ("label-flip", "confusion-flip", "pair-flip", "annotator", "feature-noise", "backdoor", "duplicates", "ood")
 NOISE_SCALE = 2.0
 TRIGGER_TOKEN = "zqxv"
 
@@ -33,7 +34,8 @@ TRIGGER_TOKEN = "zqxv"
 class DetectionTask:
     """Corrupted training rows (``X``, ``y``, ``corrupted`` mask) and the clean reference set.
 
-    ``rows`` are the dataset indices of the training rows (appended duplicates have none).
+    ``rows`` are the dataset indices of the training rows (appended duplicates and out-of-distribution
+    rows have none).
     """
 
     rows: np.ndarray
@@ -59,20 +61,35 @@ def parse_corruption(spec: str) -> tuple[str, float]:
 
 
 def make_task(data: EvaluationSet, kind: str, fraction: float, *, seed: int, max_train: int | None = None) -> DetectionTask:
-    """Split ``data`` and plant ``fraction`` of corruption ``kind`` in the training part."""
+    """Split ``data`` and plant ``fraction`` of corruption ``kind`` in the training part.
+
+    Confusion-based flips and annotator noise follow out-of-fold probabilities of a standardized
+    logistic regression (5 stratified folds, seeded by ``seed``) trained on the clean training rows;
+    ``"ood"`` appends rows drawn from ``data.outliers()``.
+    """
     train, ref = train_test_split(np.arange(len(data.y)), test_size=0.2, stratify=data.y, random_state=seed)
     train = train[:max_train]
     X, y = np.array(data.X[train], dtype=np.float64), data.y[train]
     if kind == "label-flip":
         y, mask = c.flip_labels(y, fraction, seed=seed)
+    elif kind == "confusion-flip":
+        probabilities = out_of_fold_probabilities(X, y, "logistic", n_folds=5, seed=seed)
+        y, mask = c.flip_to_second_choice(y, fraction, probabilities=probabilities, seed=seed)
     elif kind == "pair-flip":
         y, mask = c.flip_label_pairs(y, fraction, seed=seed, pairs=data.confusions)
+    elif kind == "annotator":
+        probabilities = out_of_fold_probabilities(X, y, "logistic", n_folds=5, seed=seed)
+        y, mask = c.annotator_noise(y, fraction, probabilities=probabilities, seed=seed)
     elif kind == "feature-noise":
         X, mask = c.add_feature_noise(X, fraction, scale=NOISE_SCALE, seed=seed)
     elif kind == "backdoor":
         X, y, mask = _backdoor(data, train, X, y, fraction, seed)
     elif kind == "duplicates":
         X, y, mask = c.add_duplicates(X, y, fraction, seed=seed, noise=0.05, conflicting_labels=True)
+    elif kind == "ood":
+        if data.outliers is None:
+            raise InputError(f"dataset {data.name!r} has no out-of-distribution rows (its outliers are None); choose another corruption")
+        X, y, mask = c.add_out_of_distribution(X, y, data.outliers(), fraction, seed=seed)
     else:
         raise InputError(f"unknown corruption {kind!r}; available: {', '.join(CORRUPTIONS)}")
     return DetectionTask(train, X, y, np.asarray(data.X[ref], dtype=np.float64), data.y[ref], mask)
@@ -112,15 +129,26 @@ def run_detection(
     ``methods`` are method names, or labels that ``variants`` maps to a method name, so that one method
     can run with several parameter sets (``method_params`` is keyed by the name or label given), e.g.
     ``variants={"cleanlab-knn": "cleanlab"}``, ``method_params={"cleanlab-knn": {"model": "knn"}}``.
+    A variant may also name one term of the method as ``"method:term"``; the rows are then ranked
+    by ``term_values(term)`` instead of ``values_``, e.g. ``variants={"kairos-label": "kairos:label"}``.
 
     With a ``checkpoint`` every finished valuation is recorded there, and valuations it already
-    holds (same dataset, corruption, method, seed, training-row cap and parameters) are reused
-    instead of run again, so an interrupted benchmark resumes where it stopped.
+    holds (same dataset, corruption, method, seed, training-row cap and parameters, and the variant
+    when a label names one) are reused instead of run again, so an interrupted benchmark resumes
+    where it stopped.
     """
     variants = variants or {}
-    check_methods([variants.get(m, m) for m in methods])
+    targets = {}  # label -> (method name, term)
+    for label in methods:
+        name, _, term = variants.get(label, label).partition(":")
+        targets[label] = (name, term or "combined")
+    check_methods([name for name, _ in targets.values()])
     if len(set(methods)) != len(methods):
         raise InputError(f"a method is named twice in {', '.join(methods)}")
+    for name, term in targets.values():
+        offered = ("combined", *METHODS[name].terms)
+        if term not in offered:
+            raise InputError(f"{name} has no term {term!r}; it offers {', '.join(offered)}")
     kind, fraction = parse_corruption(corruption)
     rows = []
     for seed in range(seeds):
@@ -129,12 +157,15 @@ def run_detection(
             params = (method_params or {}).get(method, {})
             key = {"dataset": data.name, "corruption": corruption, "method": method, "seed": seed,
                    "max_train": max_train, "params": params}
+            if variants.get(method, method) != method:  # plain methods keep the keys they always had
+                key["variant"] = variants[method]
             row = checkpoint.get(key) if checkpoint is not None else None
             if row is None:
                 if task is None:
                     task = make_task(data, kind, fraction, seed=seed, max_train=max_train)
+                name, term = targets[method]
                 row = {"dataset": data.name, "corruption": corruption, "method": method, "seed": seed,
-                       **_score(METHODS[variants.get(method, method)](**params), task)}
+                       **_score(METHODS[name](**params), task, term)}
                 if checkpoint is not None:
                     checkpoint.add(key, row)
             rows.append(row)
@@ -151,9 +182,9 @@ def check_methods(methods: Sequence[str]) -> list[str]:
     return list(methods)
 
 
-def _score(estimator: Any, task: DetectionTask) -> dict[str, Any]:
+def _score(estimator: Any, task: DetectionTask, term: str) -> dict[str, Any]:
     run = measure(partial(estimator.fit, task.X, task.y, reference=(task.X_ref, task.y_ref)))
-    values = run.value.values_
+    values = run.value.term_values(term)
     return {
         "n_train": len(values), "auroc": detection_auroc(values, task.corrupted), "auprc": detection_auprc(values, task.corrupted),
         "f1": two_means_f1(values, task.corrupted), "detection_rate": detection_rate(values, task.corrupted),

@@ -15,13 +15,14 @@ the one-hot label against the conditional mean embedding fitted on the reference
     μ(x) = k(x, Z) (K_ZZ + M α I)⁻¹ Y_Z,         residual_i = ||onehot(y_i) − μ(x_i)||₂
 
 The default combination calibrates both terms against the clean reference set
-(:mod:`~dataworth.valuation.calibration`): each reference row gets the same two scores out of sample —
-the MMD witness ``w(z_l) = mean_{l'≠l} k(z_l, z_l') − mean_j k(z_l, x_j)`` against the training
-rows' ``w(x_i) = b_i − mean_{j≠i} k(x_i, x_j)`` (= (N − 1)·feature_i up to a constant and O(1/N)),
-and the kernel ridge model's closed-form leave-one-out residual
-``||W_l|| / (K_ZZ + MαI)⁻¹_ll`` with ``W = (K_ZZ + MαI)⁻¹ Y_Z`` against the training rows' residual.
-Conformal p-values against these null samples become Benjamini–Hochberg q-values per term, and a
-row's value is its smaller q-value.
+(:mod:`~dataworth.valuation.calibration`): each reference row gets the training rows' scores out of
+sample — the MMD witness ``w(z_l) = mean_{l'≠l} k(z_l, z_l') − mean_j k(z_l, x_j)`` against the
+training rows' ``w(x_i) = b_i − mean_{j≠i} k(x_i, x_j)`` (= (N − 1)·feature_i up to a constant and
+O(1/N)); the reference density ``mean_{l'≠l} k(z_l, z_l')`` against ``b_i``; and the kernel ridge
+model's closed-form leave-one-out residual ``||W_l|| / (K_ZZ + MαI)⁻¹_ll`` with
+``W = (K_ZZ + MαI)⁻¹ Y_Z`` against the training rows' residual. Conformal p-values against these null
+samples (the two feature ones merged by Bonferroni) become Benjamini–Hochberg q-values per term, and
+a row's value is its smaller q-value.
 
 Online updates keep the row sums R_i = Σ_j k(x_i, x_j), B_i = Σ_l k(x_i, z_l) and the reference
 rows' C_l = Σ_j k(z_l, x_j), so adding m rows costs O(m (N + M)) kernel evaluations and reproduces a
@@ -35,14 +36,17 @@ import os
 import time
 import warnings
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
+from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 from dataworth.checks import (
@@ -75,9 +79,10 @@ from dataworth.kernels import (
     median_bandwidth,
 )
 from dataworth.linalg import inverse_diagonal_from_cholesky, power_of_two_scale, solve_spd_inplace
-from dataworth.valuation import calibration
 from dataworth.result import ValuationResult
+from dataworth.valuation import calibration
 from dataworth.valuation.base import Valuator
+from dataworth.valuation.issue_types import assign_issue_types
 
 _STATE_FORMAT = "dataworth.kairos.state"
 # 3: the reference null (C_l, D_l, leave-one-out residuals) stored; 2: rows stored rescaled by a power
@@ -130,6 +135,11 @@ class Kairos(Valuator):
     progress : show a progress bar over kernel blocks.
 
     Without labels only the feature term is computed and ``values_`` equals it.
+
+    Fitted attributes: ``values_``, ``feature_values_`` (exact leave-one-out MMD² effect),
+    ``label_residuals_``, ``reference_residuals_`` (the reference rows' out-of-sample residuals, the
+    label term's null sample; their mean square is the label model's leave-one-out error),
+    ``bandwidth_``, ``classes_``, ``n_train_`` and ``result_``.
     """
 
     method = "kairos"
@@ -299,6 +309,40 @@ class Kairos(Valuator):
             )
             return -self.label_residuals_
         return super().term_values(term)
+
+    def describe_issues(self, threshold: float = 0.1) -> pd.DataFrame:
+        """Say why each flagged row is bad: near-duplicate (of which row), label, feature outlier or
+        out-of-distribution (:mod:`~dataworth.valuation.issue_types`).
+
+        A row is flagged when the smaller of its two q-values (components ``feature_q``, ``label_q``) is
+        ≤ ``threshold``, whatever the combination rule. Sets ``result_.issues`` and returns that table.
+        Costs one nearest-neighbour search over the training rows (O(N (N + M) d)).
+        """
+        result = self._fitted_result()
+        check_fraction(threshold, "threshold", open_interval=True)
+        if not self._calibration:
+            raise InputError("issue types compare rows with the reference rows' own scores: give at least 2 reference rows")
+        (q_feature, z_feature), q_label = self._calibration["feature"], self._calibration.get("label", (None,))[0]
+        n = self.n_train_
+        x = self._x.cpu().double().numpy() / self._scale
+        z = self._z.cpu().double().numpy() / self._scale
+        with threadpool_limits(limits=1, user_api="blas"):
+            distances, indices = NearestNeighbors(n_neighbors=min(2, n)).fit(x).kneighbors(x)
+            reference_distances = NearestNeighbors(n_neighbors=1).fit(x).kneighbors(z)[0][:, 0]
+        # The nearest row other than the row itself (with exact duplicates either may come first).
+        other = np.where(indices[:, 0] == np.arange(n), 1, 0)
+        issues = assign_issue_types(
+            q_feature if q_label is None else np.minimum(q_feature, q_label),
+            q_feature=q_feature,
+            q_label=q_label,
+            z_feature=z_feature,
+            neighbour_distance=distances[np.arange(n), other],
+            neighbour_index=indices[np.arange(n), other],
+            neighbour_null=reference_distances,
+            threshold=threshold,
+        )
+        self.result_ = replace(result, issues=issues)
+        return issues
 
     # ------------------------------------------------------------------ state
     def save_state(self, path: str | os.PathLike) -> Path:
@@ -579,17 +623,17 @@ class Kairos(Valuator):
         row_sums, ref_sums = self._row_sums.cpu().numpy(), self._ref_sums.cpu().numpy()
         self.feature_values_ = loo_mmd_effect(row_sums / n, ref_sums / m, n_train=n)
         self.label_residuals_ = self._residuals
+        self.reference_residuals_ = self._ref_residuals
         self.n_train_ = n
         components = {"feature": self.feature_values_}
         if self._residuals is not None:
             components["label_residual"] = self._residuals
-        if m >= 2:
-            calibrated = self._calibrate(row_sums, ref_sums)
-            components |= {f"{term}_q": q for term, (q, _) in calibrated.items()}
+        self._calibration = self._calibrate(row_sums, ref_sums) if m >= 2 else {}
+        components |= {f"{term}_q": q for term, (q, _) in self._calibration.items()}
         if self._residuals is None:
             values = self.feature_values_
         elif self.combine == "calibrated":
-            values = calibration.combine_q_values(*map(list, zip(*calibrated.values(), strict=True)))
+            values = calibration.combine_q_values(*map(list, zip(*self._calibration.values(), strict=True)))
         else:
             values = combine_terms(self.feature_values_ * (n - 1), self._residuals, self.combine, self.feature_weight)
         params = {**self.get_params(), "bandwidth_value": self.bandwidth_, "n_reference": m}
@@ -599,16 +643,26 @@ class Kairos(Valuator):
 
     def _calibrate(self, row_sums: np.ndarray, ref_sums: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per term: (Benjamini–Hochberg q-values, null z-scores oriented so that low is anomalous) of the
-        training rows against the reference rows' out-of-sample scores (module docstring)."""
+        training rows against the reference rows' out-of-sample scores (module docstring).
+
+        The feature side has two statistics, the MMD witness (density in excess of the reference's: a
+        cluster of duplicates, a backdoor, a group from another source) and the reference density
+        ``b_i`` (no clean row nearby: an isolated outlier, which the witness misses as both densities
+        vanish there); their p-values are merged by Bonferroni, ``2·min(p_witness, p_density)``.
+        """
         n, m = len(row_sums), len(self._ref_ref_sums)
-        witness = ref_sums / m - (row_sums - 1.0) / (n - 1)
-        witness_null = (self._ref_ref_sums.cpu().numpy() - 1.0) / (m - 1) - self._ref_train_sums.cpu().numpy() / n
-        out = {"feature": (calibration.conformal_p_values(witness, witness_null, upper=False),
-                           calibration.null_z_scores(witness, witness_null))}
+        ref_ref, ref_train = self._ref_ref_sums.cpu().numpy(), self._ref_train_sums.cpu().numpy()
+        witness, witness_null = ref_sums / m - (row_sums - 1.0) / (n - 1), (ref_ref - 1.0) / (m - 1) - ref_train / n
+        density, density_null = ref_sums / m, (ref_ref - 1.0) / (m - 1)
+        p_feature = np.minimum(1.0, 2.0 * np.minimum(calibration.conformal_p_values(witness, witness_null, upper=False),
+                                                     calibration.conformal_p_values(density, density_null, upper=False)))
+        z_feature = np.minimum(calibration.null_z_scores(witness, witness_null), calibration.null_z_scores(density, density_null))
+        out = {"feature": (p_feature, z_feature)}
         if self._residuals is not None and self._ref_residuals is not None:
             out["label"] = (calibration.conformal_p_values(self._residuals, self._ref_residuals, upper=True),
                             -calibration.null_z_scores(self._residuals, self._ref_residuals))
         return {term: (calibration.benjamini_hochberg(p), z) for term, (p, z) in out.items()}
+
 
 def loo_mmd_effect(a: np.ndarray, b: np.ndarray, *, n_train: int) -> np.ndarray:
     """Exact ``MMD²(P, D∖{i}) − MMD²(P, D)`` from ``a_i`` and ``b_i`` (DESIGN.md §3), k(x, x) = 1."""
