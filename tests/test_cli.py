@@ -36,7 +36,7 @@ def test_value_feature_term_is_the_exact_leave_one_out_mmd_change(files, planted
                  "--term", "feature", "--label-kernel", "indicator", "--bandwidth", "2.5")
     assert result.exit_code == 0, result.stderr
     table = pd.read_csv(files / "out.csv")
-    assert list(table.columns) == ["index", "value", "feature", "label_residual", "feature_q", "label_q"]
+    assert list(table.columns) == ["index", "value", "feature", "label_residual", "feature_q", "label_q", "issue", "issue_q", "duplicate_of"]
     expected = loo_effects(X[:30], y[:30], Z, y_ref, make_kernel("gaussian", 2.5), "indicator")
     np.testing.assert_allclose(table["value"], expected, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(table["index"], np.arange(30))
@@ -80,7 +80,7 @@ def test_features_only_npy_gives_the_feature_term_and_no_label_term(tmp_path, pl
     np.save(tmp_path / "ref.npy", Z)
     ok = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "o.csv", "--term", "feature")
     assert ok.exit_code == 0, ok.stderr
-    assert list(pd.read_csv(tmp_path / "o.csv").columns) == ["index", "value", "feature", "feature_q"]
+    assert list(pd.read_csv(tmp_path / "o.csv").columns) == ["index", "value", "feature", "feature_q", "issue", "issue_q", "duplicate_of"]
     combined = run("value", tmp_path / "train.npy", "--reference", tmp_path / "ref.npy", "--out", tmp_path / "c.csv")
     assert combined.exit_code == 0, combined.stderr  # without labels the combined value is the feature term
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "c.csv")["value"], pd.read_csv(tmp_path / "o.csv")["value"])

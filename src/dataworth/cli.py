@@ -24,12 +24,13 @@ from rich.table import Table
 
 import dataworth
 from dataworth.checkpoint import Checkpoint
-from dataworth.checks import DataworthError, InputError, check_choice, check_int, check_positive
+from dataworth.checks import DataworthError, DataworthWarning, InputError, check_choice, check_fraction, check_int, check_positive
 from dataworth.data import TABLE_SUFFIXES, check_not_inputs, check_output_path, load_datasets, write_together
 from dataworth.report.files import report_from_files
 from dataworth.report.plots import method_bars
 from dataworth.result import sidecar_path
 from dataworth.valuation import METHODS, ONLINE_METHODS, Valuator, load_state
+from dataworth.valuation.issue_types import ISSUE_TYPES
 
 try:  # typer >= 0.2x carries its own copy of click
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
@@ -87,6 +88,13 @@ FeatureColumns = Annotated[str | None, typer.Option("--feature-columns", help="C
 DropColumns = Annotated[str | None, typer.Option("--drop-columns", help="Comma-separated columns of .csv/.parquet inputs to ignore.")]
 IdColumn = Annotated[str | None, typer.Option("--id-column", help="A column of .csv/.parquet inputs that names the rows (written as 'name').")]
 Term = Annotated[str, typer.Option("--term", help="Which value goes in the 'value' column: combined, or a term of the method (kairos: feature, label).")]
+Issues = Annotated[
+    bool,
+    typer.Option("--issues/--no-issues", help="Add the columns issue, issue_q, duplicate_of: why each flagged row is bad (kairos)."),
+]
+IssueThreshold = Annotated[
+    float, typer.Option("--issue-threshold", help="Flag rows whose q-value (estimated false discovery rate) is at most this.")
+]
 Params = Annotated[
     list[str] | None,
     typer.Option("--param", help="KEY=VALUE, any parameter of the method's estimator (repeatable), e.g. solver=exact for lava."),
@@ -135,6 +143,8 @@ def value(
     state_out: Annotated[str | None, typer.Option("--state-out", help="Save the state for 'dataworth update' (.npz).")] = None,
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (methods that run on a device).")] = None,
     param: Params = None,
+    issues: Issues = True,
+    issue_threshold: IssueThreshold = 0.1,
 ) -> None:
     """Value every row of TRAIN against a clean reference set."""
     check_choice(method, "--method", tuple(METHODS))
@@ -157,7 +167,7 @@ def value(
     if "progress" in cls().get_params():
         params["progress"] = True
     estimator = cls(**params).fit(train_data, reference=ref_data)
-    _write(estimator, term, out_path, state_path)
+    _write(estimator, term, out_path, state_path, issues, issue_threshold)
 
 
 @app.command()
@@ -173,6 +183,8 @@ def update(
     id_column: Annotated[str | None, typer.Option("--id-column", help="The id column of a .csv/.parquet NEW file (default: the one of 'value').")] = None,
     term: Term = "combined",
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: the state's).")] = None,
+    issues: Issues = True,
+    issue_threshold: IssueThreshold = 0.1,
 ) -> None:
     """Add rows to a saved state (online update) and write the values of all rows."""
     out_path, state_path = _output_paths(out, state_out, inputs={"--state": state, "--add": add})
@@ -186,7 +198,7 @@ def update(
     if id_column is not None and new_data.names is None:
         raise InputError(f"NEW has no id column {id_column!r}; give it one, or name another with --id-column")
     estimator.add(new_data)
-    _write(estimator, term, out_path, state_path)
+    _write(estimator, term, out_path, state_path, issues, issue_threshold)
 
 
 @app.command()
@@ -373,8 +385,15 @@ def _parse_bandwidth(text: str) -> str | float:
     return check_positive(number, "--bandwidth")
 
 
-def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None) -> None:
-    """Write the values (the chosen term in ``value``) and, when asked, the state: together or not at all."""
+def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None, issues: bool, threshold: float) -> None:
+    """Write the values (the chosen term in ``value``) and, when asked, the state: together or not at all.
+    With ``issues``, a method that says why rows are bad (``describe_issues``) adds its issue columns."""
+    check_fraction(threshold, "--issue-threshold", open_interval=True)
+    if issues and hasattr(estimator, "describe_issues"):
+        try:
+            estimator.describe_issues(threshold)
+        except InputError as exc:  # e.g. a single reference row: the values are still written
+            warnings.warn(f"no issue columns: {exc}", DataworthWarning, stacklevel=2)
     fitted = estimator.result_
     result = replace(fitted, values=estimator.term_values(term), params={**fitted.params, "term": term})
     files = result.files(out)
@@ -384,6 +403,10 @@ def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None) ->
     seconds = fitted.timings.get("total", fitted.timings.get("add", 0.0))
     lowest = result.lowest(5) if result.names is None else result.names[result.lowest(5)]
     console.print(f"wrote {len(result)} values to {out} ({estimator.method}, {seconds:.2f} s); lowest rows: {', '.join(map(str, lowest))}")
+    if result.issues is not None:
+        counts = result.issues["issue"].value_counts()
+        found = ", ".join(f"{counts[kind]} {kind}" for kind in ISSUE_TYPES if kind in counts) or "none"
+        console.print(f"issues at q ≤ {threshold:g}: {found} (columns issue, issue_q, duplicate_of)")
 
 
 def main() -> None:

@@ -60,15 +60,21 @@ def inverse_diagonal_from_cholesky(lower: torch.Tensor, *, block: int = 1024) ->
     :func:`solve_spd_inplace`).
 
     ``A⁻¹ = L⁻ᵀ L⁻¹``, so ``(A⁻¹)_ll = ||L⁻¹ e_l||²``. ``L⁻¹ e_l`` is zero above row ``l``, so a block of
-    columns ``[s, e)`` solves only the trailing system ``L[s:, s:] X = I[s:, s:e]``: about n³/3 flops in
-    all, and never more than an n × ``block`` buffer besides the factor.
+    columns ``[s, e)`` needs rows ``s:`` only, found by blocked forward substitution: matrix products
+    with views of ``L`` and small triangular solves on its diagonal blocks. About n³/3 flops in all, and
+    besides the factor never more than an (n × ``block``) buffer: ``torch.linalg.solve_triangular`` on
+    a trailing sub-block of ``L`` would first copy it (up to n × n).
     """
     n = lower.shape[0]
     out = torch.empty(n, dtype=lower.dtype, device=lower.device)
     for start in range(0, n, block):
         stop = min(start + block, n)
-        unit = torch.zeros(n - start, stop - start, dtype=lower.dtype, device=lower.device)
-        unit[: stop - start].fill_diagonal_(1.0)
-        columns = torch.linalg.solve_triangular(lower[start:, start:], unit, upper=False)
-        out[start:stop] = (columns * columns).sum(dim=0)
+        solved = torch.zeros(n - start, stop - start, dtype=lower.dtype, device=lower.device)  # rows start: of L⁻¹ E
+        for r0 in range(start, n, block):
+            r1 = min(r0 + block, n)
+            rhs = -(lower[r0:r1, start:r0] @ solved[: r0 - start]) if r0 > start else torch.eye(
+                r1 - r0, stop - start, dtype=lower.dtype, device=lower.device
+            )
+            solved[r0 - start : r1 - start] = torch.linalg.solve_triangular(lower[r0:r1, r0:r1], rhs, upper=False)
+        out[start:stop] = (solved * solved).sum(dim=0)
     return out
