@@ -516,3 +516,24 @@ def test_a_model_given_by_name_is_settable_as_text(files, planted):
     expected = ConfidentLearning(model="knn", n_folds=3).fit(X, y).values_
     np.testing.assert_allclose(pd.read_csv(out)["value"], expected, rtol=0, atol=1e-12)
     assert "cleanlab: --param model, n_folds, score, seed" in " ".join(run("value", "--help").stdout.split()).replace("│ ", "").replace(" │", "")
+
+
+def test_value_writes_why_rows_are_bad_and_can_leave_it_out(files, planted):
+    """The issue columns are those of describe_issues on the same fit; --no-issues leaves them out;
+    with a single reference row the values are still written, with a one-line warning."""
+    X, y, Z, y_ref = planted
+    result = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "o.csv", "--issue-threshold", "0.3")
+    assert result.exit_code == 0, result.stderr
+    assert "issues at q ≤ 0.3" in result.stdout
+    expected = Kairos().fit(X[:30], y[:30], reference=(Z, y_ref)).describe_issues(0.3)
+    written = ValuationResult.load(files / "o.csv").issues
+    pd.testing.assert_frame_equal(written, expected)
+    run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "p.csv", "--no-issues")
+    assert "issue" not in pd.read_csv(files / "p.csv").columns
+    np.save(files / "train.npy", X[:30])
+    np.save(files / "one.npy", Z[:1])
+    single = run("value", files / "train.npy", "--reference", files / "one.npy", "--out", files / "s.csv")
+    assert single.exit_code == 0 and single.stderr.startswith("warning: no issue columns") and single.stderr.count("\n") == 1, single.stderr
+    assert "issue" not in pd.read_csv(files / "s.csv").columns
+    bad = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "b.csv", "--issue-threshold", "0")
+    assert bad.exit_code == 2 and "--issue-threshold" in bad.stderr and not (files / "b.csv").exists()

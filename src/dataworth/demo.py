@@ -72,6 +72,7 @@ def run_demo(out_dir: str | Path = "dataworth-demo", *, seed: int = 0, progress:
     started = time.perf_counter()
     estimator = Kairos(seed=seed, progress=progress).fit(data["X"], data["y"], reference=(data["X_ref"], data["y_ref"]))
     seconds = time.perf_counter() - started
+    estimator.describe_issues()
     groups = data["groups"]
     clean = groups == "clean"
     auroc, counts = {}, {}

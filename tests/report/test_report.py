@@ -146,3 +146,19 @@ def test_a_report_refuses_values_of_other_rows_and_keeps_fixed_columns_visible(t
     short = runner.invoke(app, ["report", str(tmp_path / "v.csv"), "--train", str(tmp_path / "t.csv"), "--mask",
                                 str(tmp_path / "m.npy"), "--out", str(tmp_path / "s.html"), *args])
     assert short.exit_code == 2 and "MASK has 3 rows but the values file has 40 values" in short.stderr
+
+
+def test_report_lists_issue_types_with_the_known_groups(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from dataworth import ValuationResult
+    from dataworth.report.html import write_report
+
+    issues = pd.DataFrame({"issue": ["", "label", "near-duplicate", "label"], "issue_q": [np.nan, 0.01, 0.02, 0.03],
+                           "duplicate_of": [-1, -1, 0, -1]})
+    result = ValuationResult(np.array([1.0, 0.01, 0.02, 0.03]), "kairos", issues=issues, names=np.array(["a", "b", "c", "d"]))
+    html = write_report(tmp_path / "r.html", result, groups=np.array(["clean", "label flip", "duplicates", "clean"])).read_text()
+    section = html[html.index("id='issues'"):html.index("lowest-valued rows")]
+    assert "<td>label</td><td>2</td><td>clean 1, label flip 1</td>" in section
+    assert "<td>2 (c)</td><td>near-duplicate</td><td>0.02</td><td>0 (a)</td>" in section

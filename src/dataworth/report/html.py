@@ -14,6 +14,7 @@ from dataworth.checks import InputError, count_noun
 from dataworth.data import atomic_write
 from dataworth.report import plots
 from dataworth.result import ValuationResult
+from dataworth.valuation.issue_types import ISSUE_TYPES
 
 CLEAN = "clean"
 _STYLE = """
@@ -43,7 +44,8 @@ def write_report(
 
     Sections: an optional ``summary`` table; value histograms by ``groups`` (per-row names such as
     ``"clean"``/``"label flip"``, when the corruptions are known); ROC curves of finding each non-clean
-    group from low values; ``removal`` curves (name -> (fractions, accuracies)); and the ``n_lowest``
+    group from low values; ``removal`` curves (name -> (fractions, accuracies)); the issue types when the result has them
+    (rows of each type, and the most certain rows of each); and the ``n_lowest``
     lowest-valued rows shown as people want to see them: ``images`` (n × h × w) drawn, ``texts``
     shown, or else rows of ``features`` printed under their ``feature_names`` (``x0``, ``x1``, ... when
     unnamed). Without ``groups`` there is one histogram and no group column.
@@ -64,6 +66,8 @@ def write_report(
         parts += ["<h2>Finding corrupted rows from low values</h2>", _img(roc, "ROC curves", "roc")]
     if removal:
         parts += ["<h2>Point removal</h2>", _img(plots.removal_curves(removal), "removal curves", "removal")]
+    if result.issues is not None:
+        parts.append(_issues_section(result, groups))
     parts.append(_lowest_section(result, groups, labels, images, texts, features, feature_names, n_lowest))
     document = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -83,7 +87,7 @@ def _lowest_section(result, groups, labels, images, texts, features, feature_nam
         parts.append(_img(plots.image_grid(images[lowest], captions, value_range=value_range), "lowest-valued images", "lowest"))
     rows = []
     for i in lowest:
-        row = {"row": str(i) if result.names is None else f"{i} ({result.names[i]})", "value": f"{result.values[i]:.4g}"}
+        row = {"row": _row_label(result, i), "value": f"{result.values[i]:.4g}"}
         if groups is not None:
             row["group"] = groups[i]
         if labels is not None:
@@ -97,6 +101,35 @@ def _lowest_section(result, groups, labels, images, texts, features, feature_nam
         rows.append(row)
     parts.append(_table(rows))
     return "".join(parts)
+
+
+def _issues_section(result: ValuationResult, groups: np.ndarray | None, per_type: int = 5) -> str:
+    """Rows per issue type (with the known groups beside them, when given), then the ``per_type`` rows of
+    each type with the smallest q-value."""
+    issues = result.issues
+    kinds = [kind for kind in ISSUE_TYPES if (issues["issue"] == kind).any()]
+    parts = ["<h2 id='issues'>Why rows were flagged</h2>"]
+    if not kinds:
+        return "".join(parts) + "<p>No row was flagged.</p>"
+    counts = []
+    for kind in kinds:
+        rows = issues["issue"].to_numpy() == kind
+        entry = {"issue": kind, "rows": str(int(rows.sum()))}
+        if groups is not None:
+            entry["known groups"] = ", ".join(f"{g} {n}" for g, n in zip(*np.unique(groups[rows], return_counts=True), strict=True))
+        counts.append(entry)
+    parts.append(_table(counts))
+    examples = []
+    for kind in kinds:
+        rows = np.flatnonzero(issues["issue"].to_numpy() == kind)
+        for i in rows[np.argsort(issues["issue_q"].to_numpy()[rows], kind="stable")][:per_type]:
+            duplicate = _row_label(result, issues["duplicate_of"][i]) if kind == "near-duplicate" else ""
+            examples.append({"row": _row_label(result, i), "issue": kind, "q": f"{issues['issue_q'][i]:.3g}", "duplicate of": duplicate})
+    return "".join(parts) + _table(examples)
+
+
+def _row_label(result: ValuationResult, i: int) -> str:
+    return str(i) if result.names is None else f"{i} ({result.names[i]})"
 
 
 def _meta(result: ValuationResult) -> str:
