@@ -252,8 +252,8 @@ app.add_typer(bench, name="bench")
 @bench.command("detect")
 @_reports_errors
 def bench_detect(
-    dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, mnist-effnet, bbc-minilm, or a labelled file.")] = "digits",
-    corruption: Annotated[str, typer.Option("--corruption", help="KIND:FRACTION, e.g. label-flip:0.1.")] = "label-flip:0.1",
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, iris, mnist-effnet, fashion-effnet, bbc-minilm, or a labelled file.")] = "digits",
+    corruption: Annotated[str, typer.Option("--corruption", help="KIND:FRACTION, e.g. label-flip:0.1 (kinds: label-flip, confusion-flip, pair-flip, annotator, feature-noise, backdoor, duplicates, ood).")] = "label-flip:0.1",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names.")] = "kairos,knn-shapley,data-oob",
     seeds: Annotated[int, typer.Option("--seeds", help="Repetitions with different splits and corruptions.")] = 3,
     max_train: Annotated[int | None, typer.Option("--max-train", help="Cap on training rows.")] = None,
