@@ -421,3 +421,22 @@ def test_bad_seed_and_memory_budget_are_input_errors(planted, params, message):
     X, y, Z, y_ref = planted
     with pytest.raises(InputError, match=message):
         Kairos(**params).fit(X, y, reference=(Z, y_ref))
+
+
+def test_a_logistic_state_with_a_single_reference_row_of_a_class_round_trips(planted, tmp_path):
+    """No cross-fitted null exists then: the other rules still fit, save and load (a version 2 state of
+    that kind too), and describing issues says that no row can be typed a label issue."""
+    X, y, Z, y_ref = planted
+    y_ref = y_ref.copy()
+    y_ref[y_ref == 2] = 1
+    y_ref[0] = 2
+    est = Kairos(label_model="logistic", combine="worst").fit(X, y, reference=(Z, y_ref))
+    assert est.reference_residuals_ is None
+    back = Kairos.load_state(est.save_state(tmp_path / "s.npz"))
+    np.testing.assert_array_equal(back.values_, est.values_)
+    with np.load(tmp_path / "s.npz") as archive:
+        arrays = {k: archive[k] for k in archive.files if k not in ("ref_train_sums", "ref_ref_sums")}
+    np.savez(tmp_path / "v2.npz", **(arrays | {"version": np.array(2)}))
+    np.testing.assert_allclose(Kairos.load_state(tmp_path / "v2.npz").values_, est.values_, atol=1e-12)
+    with pytest.warns(DataworthWarning, match="no row can be typed a label issue"):
+        est.describe_issues()

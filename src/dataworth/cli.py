@@ -93,7 +93,7 @@ Issues = Annotated[
     typer.Option("--issues/--no-issues", help="Add the columns issue, issue_q, duplicate_of: why each flagged row is bad (kairos)."),
 ]
 IssueThreshold = Annotated[
-    float, typer.Option("--issue-threshold", help="Flag rows whose q-value (estimated false discovery rate) is at most this.")
+    float, typer.Option("--issue-threshold", help="Flag rows whose q-value is at most this (the flagged rows' false discovery rate is at most about twice it).")
 ]
 Params = Annotated[
     list[str] | None,

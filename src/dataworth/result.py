@@ -179,7 +179,10 @@ class ValuationResult:
             table = table.sort_values("index", kind="stable")
         components = {c: table[c].to_numpy() for c in table.columns if c not in RESERVED_COLUMNS}
         optional = {c: table[c].to_numpy() if c in table.columns else None for c in ("name", "stderr", "count")}
-        issues = table[list(ISSUE_COLUMNS)].reset_index(drop=True) if set(ISSUE_COLUMNS) <= set(table.columns) else None
+        present = [c for c in ISSUE_COLUMNS if c in table.columns]
+        if present and len(present) < len(ISSUE_COLUMNS):
+            raise FileFormatError(f"the result file has the issue column(s) {', '.join(present)} but not all of {', '.join(ISSUE_COLUMNS)} ({path})")
+        issues = table[list(ISSUE_COLUMNS)].reset_index(drop=True) if present else None
         try:
             return cls(
                 values=table["value"].to_numpy(),

@@ -44,10 +44,10 @@ def report(tmp_path_factory):
 def test_report_holds_every_section_and_the_lowest_rows(report):
     path, data = report
     html = path.read_text()
-    for section in ("histogram", "roc", "removal", "lowest"):
+    for section in ("histogram", "roc", "removal", "issues", "lowest"):
         assert f"id='{section}'" in html
     assert "method <b>kairos</b>" in html
-    table_rows = re.findall(r"<tr><td>(\d+)</td>", html)
+    table_rows = re.findall(r"<tr><td>(\d+)</td>", html[html.index("lowest-valued rows"):])
     assert len(table_rows) == 20
     assert all(data["groups"][int(i)] != "clean" for i in table_rows)  # the lowest 20 are all corrupted rows
 

@@ -9,7 +9,7 @@ A row is *flagged* when the smaller of its q-values (KAIROS's calibrated value) 
    ``duplicate_of`` names ``j``. (Datalab reports the same type from nearest-neighbour distances.)
 2. ``feature-outlier`` — the features are anomalous (feature q ≤ ``threshold``, or the feature
    statistic lies ``FEATURE_Z`` robust standard deviations beyond the clean reference rows' median:
-   the q-value cannot go below about N / ((M + 1) k) for a group of k rows beyond every reference
+   the q-value cannot go below about 2N / ((M + 1) k) for a group of k rows beyond every reference
    row, so a small group can miss the threshold however far out it lies), and its nearest training row
    has features like clean rows: a row on its own, e.g. noise added to a real row, whose nearest
    neighbour is a clean row.

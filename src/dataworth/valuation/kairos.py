@@ -17,7 +17,7 @@ the one-hot label against the conditional mean embedding fitted on the reference
 The default combination calibrates both terms against the clean reference set
 (:mod:`~dataworth.valuation.calibration`): each reference row gets the training rows' scores out of
 sample — the MMD witness ``w(z_l) = mean_{l'≠l} k(z_l, z_l') − mean_j k(z_l, x_j)`` against the
-training rows' ``w(x_i) = b_i − mean_{j≠i} k(x_i, x_j)`` (= (N − 1)·feature_i up to a constant and
+training rows' ``w(x_i) = b_i − mean_{j≠i} k(x_i, x_j)`` ((N − 1)·feature_i = 2·w(x_i) up to a constant and
 O(1/N)); the reference density ``mean_{l'≠l} k(z_l, z_l')`` against ``b_i``; and the kernel ridge
 model's closed-form leave-one-out residual ``||W_l|| / (K_ZZ + MαI)⁻¹_ll`` with
 ``W = (K_ZZ + MαI)⁻¹ Y_Z`` against the training rows' residual. Conformal p-values against these null
@@ -111,9 +111,12 @@ class Kairos(Valuator):
     combine : how the two terms make ``values_``. ``"calibrated"`` (default): each term's
         Benjamini–Hochberg q-value from conformal p-values against the clean reference rows' own
         out-of-sample scores (module docstring), and ``values_`` = the smaller of the two (ties ordered by
-        how far into the reference null the row lies): the value is an estimated false discovery rate,
-        so flagging the rows with value ≤ 0.05 should be about 95% right. The per-term q-values are the
-        components ``feature_q`` and ``label_q``. Needs ≥ 2 reference rows. The other rules work on
+        how far into the reference null the row lies). Flagging the rows with value ≤ α takes the union of
+        the two terms' BH lists at level α, so its false discovery rate is at most about 2α (α per term;
+        the logistic label model's cross-fitted null makes its term conservative). The per-term q-values
+        are the components ``feature_q`` and ``label_q``. Needs ≥ 2 reference rows. Without labels the
+        value is the feature term itself, whatever the rule (``feature_q`` is still a component). The
+        other rules work on
         robust z-scores (median / 1.4826·MAD over the training rows) ``zf = z(feature)``,
         ``zr = z(residual)``: ``"worst"`` (the default before 0.2) ``min(zf, −zr)``, the more anomalous
         of the two standardized scores; ``"zscore"`` ``w·zf − (1 − w)·zr``;
@@ -138,7 +141,8 @@ class Kairos(Valuator):
 
     Fitted attributes: ``values_``, ``feature_values_`` (exact leave-one-out MMD² effect),
     ``label_residuals_``, ``reference_residuals_`` (the reference rows' out-of-sample residuals, the
-    label term's null sample; their mean square is the label model's leave-one-out error),
+    label term's null sample: leave-one-out for the embedding, whose mean square is its leave-one-out
+    error; 5-fold cross-fitted for the logistic model),
     ``bandwidth_``, ``classes_``, ``n_train_`` and ``result_``.
     """
 
@@ -323,7 +327,21 @@ class Kairos(Valuator):
         if not self._calibration:
             raise InputError("issue types compare rows with the reference rows' own scores: give at least 2 reference rows")
         (q_feature, z_feature), q_label = self._calibration["feature"], self._calibration.get("label", (None,))[0]
-        n = self.n_train_
+        n, m = self.n_train_, self._z.shape[0]
+        if self._residuals is not None and q_label is None:
+            warnings.warn(
+                "no row can be typed a label issue: the logistic label model has no reference null (a class has a "
+                "single reference row); add reference rows",
+                DataworthWarning,
+                stacklevel=2,
+            )
+        if m + 1 < 10 / threshold:
+            warnings.warn(
+                f"with {m} reference rows a q-value reaches {threshold:g} only for a group of more than "
+                f"{n / ((m + 1) * threshold):.0f} rows that all lie beyond every reference row; add reference rows for finer evidence",
+                DataworthWarning,
+                stacklevel=2,
+            )
         x = self._x.cpu().double().numpy() / self._scale
         z = self._z.cpu().double().numpy() / self._scale
         with threadpool_limits(limits=1, user_api="blas"):
@@ -382,9 +400,10 @@ class Kairos(Valuator):
                 "codes": self._codes,
                 "ref_codes": self._ref_codes,
                 "residuals": self._residuals,
-                "ref_residuals": self._ref_residuals,
                 **{f"label_model_{k}": v for k, v in self._label_params.items()},
             }
+        if self._ref_residuals is not None:  # None: logistic model with a single reference row of a class
+            arrays["ref_residuals"] = self._ref_residuals
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
@@ -464,8 +483,8 @@ class Kairos(Valuator):
             self._fit_label_model()
             self._ref_train_sums = self._kernel_sums(self._z, self._ref_codes, [(self._x, self._codes)], "KAIROS reference null")[0][:, 0]
             self._ref_ref_sums = self._kernel_sums(self._z, self._ref_codes, [(self._z, self._ref_codes)], "KAIROS reference null")[0][:, 0]
-        if labelled and self._ref_residuals is None:
-            raise ValueError("a labelled state without the reference rows' residuals")
+        if labelled and self._ref_residuals is None and self.combine == "calibrated":
+            raise ValueError("a calibrated state without the reference rows' residuals")
         self._publish({})
 
     # ------------------------------------------------------------------ internals
