@@ -37,4 +37,5 @@ bench: bench-data
 	$(PY) benchmarks/kairos_combination.py
 	$(PY) benchmarks/kairos_vs_lava.py
 	$(PY) benchmarks/detect_all.py
+	$(PY) benchmarks/issue_types.py
 	$(PY) benchmarks/lava_solvers.py
