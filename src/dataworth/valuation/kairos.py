@@ -344,9 +344,9 @@ class Kairos(Valuator):
             )
         x = self._x.cpu().double().numpy() / self._scale
         z = self._z.cpu().double().numpy() / self._scale
-        with threadpool_limits(limits=1, user_api="blas"):
-            distances, indices = NearestNeighbors(n_neighbors=min(2, n)).fit(x).kneighbors(x)
-            reference_distances = NearestNeighbors(n_neighbors=1).fit(x).kneighbors(z)[0][:, 0]
+        search = NearestNeighbors(n_neighbors=min(2, n), algorithm="brute").fit(x)
+        distances, indices = search.kneighbors(x)
+        reference_distances = search.kneighbors(z, n_neighbors=1)[0][:, 0]
         # The nearest row other than the row itself (with exact duplicates either may come first).
         other = np.where(indices[:, 0] == np.arange(n), 1, 0)
         issues = assign_issue_types(
