@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import dataworth
-from dataworth import Kairos, ValuationResult
+from dataworth import DataworthWarning, Kairos, ValuationResult
 from dataworth.cli import app
 from dataworth.kernels import make_kernel
 from mmd_oracle import loo_effects
@@ -525,7 +525,9 @@ def test_value_writes_why_rows_are_bad_and_can_leave_it_out(files, planted):
     result = run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "o.csv", "--issue-threshold", "0.3")
     assert result.exit_code == 0, result.stderr
     assert "issues at q ≤ 0.3" in result.stdout
-    expected = Kairos().fit(X[:30], y[:30], reference=(Z, y_ref)).describe_issues(0.3)
+    assert result.stderr.startswith("warning: with 25 reference rows a q-value reaches 0.3 only for a group of more than 4 rows")
+    with pytest.warns(DataworthWarning, match="with 25 reference rows"):
+        expected = Kairos().fit(X[:30], y[:30], reference=(Z, y_ref)).describe_issues(0.3)
     written = ValuationResult.load(files / "o.csv").issues
     pd.testing.assert_frame_equal(written, expected)
     run("value", files / "train.npz", "--reference", files / "ref.npz", "--out", files / "p.csv", "--no-issues")

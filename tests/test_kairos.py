@@ -438,5 +438,8 @@ def test_a_logistic_state_with_a_single_reference_row_of_a_class_round_trips(pla
         arrays = {k: archive[k] for k in archive.files if k not in ("ref_train_sums", "ref_ref_sums")}
     np.savez(tmp_path / "v2.npz", **(arrays | {"version": np.array(2)}))
     np.testing.assert_allclose(Kairos.load_state(tmp_path / "v2.npz").values_, est.values_, atol=1e-12)
-    with pytest.warns(DataworthWarning, match="no row can be typed a label issue"):
+    with pytest.warns(DataworthWarning) as caught:
         est.describe_issues()
+    messages = [str(w.message) for w in caught]
+    assert any("no row can be typed a label issue" in m for m in messages)
+    assert any("with 25 reference rows a q-value reaches 0.1 only for a group of more than 15 rows" in m for m in messages)
