@@ -148,6 +148,7 @@ def value(
 ) -> None:
     """Value every row of TRAIN against a clean reference set."""
     check_choice(method, "--method", tuple(METHODS))
+    check_fraction(issue_threshold, "--issue-threshold", open_interval=True)
     cls = METHODS[method]
     params = _parse_params(param or [], method)
     shortcuts = {"--bandwidth": ("bandwidth", None if bandwidth is None else _parse_bandwidth(bandwidth)),
@@ -187,6 +188,7 @@ def update(
     issue_threshold: IssueThreshold = 0.1,
 ) -> None:
     """Add rows to a saved state (online update) and write the values of all rows."""
+    check_fraction(issue_threshold, "--issue-threshold", open_interval=True)
     out_path, state_path = _output_paths(out, state_out, inputs={"--state": state, "--add": add})
     estimator = load_state(state, device=device)
     _check_term(term, estimator.method)
@@ -388,7 +390,6 @@ def _parse_bandwidth(text: str) -> str | float:
 def _write(estimator: Valuator, term: str, out: Path, state_out: Path | None, issues: bool, threshold: float) -> None:
     """Write the values (the chosen term in ``value``) and, when asked, the state: together or not at all.
     With ``issues``, a method that says why rows are bad (``describe_issues``) adds its issue columns."""
-    check_fraction(threshold, "--issue-threshold", open_interval=True)
     if issues and hasattr(estimator, "describe_issues"):
         try:
             estimator.describe_issues(threshold)
