@@ -14,6 +14,7 @@ from dataworth.kernels import (
     kernel_row_sums,
     make_kernel,
     median_bandwidth,
+    nearest_rows,
 )
 from mmd_oracle import FORMULAS
 
@@ -172,3 +173,24 @@ def test_median_bandwidth_samples_the_same_pairs_without_a_float64_copy_of_the_r
     big = torch.randn(1_500_000, 64, generator=torch.Generator().manual_seed(0))  # 384 MB of float32
     run = measure(lambda: median_bandwidth(big))
     assert run.peak_rss_gib - run.rss_before_gib < 0.15  # a float64 copy alone would be 0.72 GiB
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_nearest_rows_equal_scipy_and_skip_only_the_row_itself(dtype):
+    """Distances and indices against SciPy's cdist, far from the origin, with exact duplicates (a duplicate
+    is its twin's neighbour at distance 0) and tiny blocks."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(300, 7)) + 40.0
+    x[10] = x[20]
+    y = rng.normal(size=(120, 7)) + 40.0
+    for budget in (1, 2**20):
+        got_d, got_i = nearest_rows(torch.from_numpy(x).to(dtype), torch.from_numpy(x).to(dtype), skip_self=True, memory_budget=budget)
+        full = cdist(x, x)
+        np.fill_diagonal(full, np.inf)
+        tol = 1e-9 if dtype == torch.float64 else 2e-3
+        np.testing.assert_allclose(got_d.double().numpy(), full.min(axis=1), atol=tol)
+        assert got_i[10] == 20 and got_i[20] == 10 and (got_i.numpy() != np.arange(300)).all()
+        assert (full[np.arange(300), got_i.numpy()] <= full.min(axis=1) + tol).all()
+        ref_d, ref_i = nearest_rows(torch.from_numpy(y).to(dtype), torch.from_numpy(x).to(dtype), memory_budget=budget)
+        np.testing.assert_allclose(ref_d.double().numpy(), cdist(y, x).min(axis=1), atol=tol)
+        np.testing.assert_array_equal(ref_i.numpy(), cdist(y, x).argmin(axis=1))

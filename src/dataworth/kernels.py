@@ -263,6 +263,33 @@ def _pad_columns(w: torch.Tensor) -> torch.Tensor:
     return torch.cat([w, w.new_zeros(w.shape[0], 4 - width % 4)], dim=1)
 
 
+def nearest_rows(
+    x: torch.Tensor, y: torch.Tensor, *, skip_self: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row of ``x``: the Euclidean distance to its nearest row of ``y`` and that row's index.
+
+    With ``skip_self`` (``y`` is ``x``) a row is not its own neighbour (an exact duplicate elsewhere is,
+    at distance 0). Row blocks of ``x`` against all of ``y`` with one GEMM each on centred operands,
+    ``||x − y||² = ||x||² + ||y||² − 2 x·y`` (the tiles of :func:`kernel_matmul`, reduced by a minimum
+    instead of a kernel sum), in ``x``'s dtype and on its device; blocks hold ``memory_budget`` bytes.
+    """
+    center = y.mean(dim=0)
+    xc, yc = x - center, y - center
+    y_sq = (yc * yc).sum(dim=1)
+    block = max(1, memory_budget // (x.element_size() * max(1, y.shape[0])))
+    distances = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+    indices = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], block):
+        rows = xc[start : start + block]
+        squared = torch.addmm(y_sq, rows, yc.T, alpha=-2.0).add_((rows * rows).sum(dim=1, keepdim=True))
+        if skip_self:
+            squared[torch.arange(rows.shape[0]), torch.arange(start, start + rows.shape[0])] = float("inf")
+        best, where = squared.min(dim=1)
+        distances[start : start + rows.shape[0]] = best.clamp_(min=0.0).sqrt_()
+        indices[start : start + rows.shape[0]] = where
+    return distances, indices
+
+
 def kernel_row_sums(kernel: Kernel, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
     """``Σ_j k(x_i, y_j)`` for every row of ``x``, in float64 (see :func:`kernel_matmul`)."""
     ones = torch.ones(y.shape[0], 1, dtype=x.dtype, device=x.device)

@@ -46,7 +46,6 @@ import torch
 from scipy.special import softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 from dataworth.checks import (
@@ -77,6 +76,7 @@ from dataworth.kernels import (
     kernel_matmul_both_ways,
     make_kernel,
     median_bandwidth,
+    nearest_rows,
 )
 from dataworth.linalg import inverse_diagonal_from_cholesky, power_of_two_scale, solve_spd_inplace
 from dataworth.result import ValuationResult
@@ -320,7 +320,8 @@ class Kairos(Valuator):
 
         A row is flagged when the smaller of its two q-values (components ``feature_q``, ``label_q``) is
         ≤ ``threshold``, whatever the combination rule. Sets ``result_.issues`` and returns that table.
-        Costs one nearest-neighbour search over the training rows (O(N (N + M) d)).
+        Costs one nearest-neighbour search over the training rows (O(N (N + M) d), the GEMM tiles of the fit
+        reduced by a minimum).
         """
         result = self._fitted_result()
         check_fraction(threshold, "threshold", open_interval=True)
@@ -342,21 +343,17 @@ class Kairos(Valuator):
                 DataworthWarning,
                 stacklevel=2,
             )
-        x = self._x.cpu().double().numpy() / self._scale
-        z = self._z.cpu().double().numpy() / self._scale
-        search = NearestNeighbors(n_neighbors=min(2, n), algorithm="brute").fit(x)
-        distances, indices = search.kneighbors(x)
-        reference_distances = search.kneighbors(z, n_neighbors=1)[0][:, 0]
-        # The nearest row other than the row itself (with exact duplicates either may come first).
-        other = np.where(indices[:, 0] == np.arange(n), 1, 0)
+        # Distances of the rescaled rows: only their ranks against the reference rows' enter.
+        distances, indices = nearest_rows(self._x, self._x, skip_self=True, memory_budget=self.memory_budget)
+        reference_distances, _ = nearest_rows(self._z, self._x, memory_budget=self.memory_budget)
         issues = assign_issue_types(
             q_feature if q_label is None else np.minimum(q_feature, q_label),
             q_feature=q_feature,
             q_label=q_label,
             z_feature=z_feature,
-            neighbour_distance=distances[np.arange(n), other],
-            neighbour_index=indices[np.arange(n), other],
-            neighbour_null=reference_distances,
+            neighbour_distance=distances.cpu().double().numpy(),
+            neighbour_index=indices.cpu().numpy(),
+            neighbour_null=reference_distances.cpu().double().numpy(),
             threshold=threshold,
         )
         self.result_ = replace(result, issues=issues)
