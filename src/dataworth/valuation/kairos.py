@@ -692,23 +692,11 @@ def combine_terms(feature: np.ndarray, residual: np.ndarray, rule: str, feature_
     (higher = worse) by ``rule``; the z-score rules are invariant to the feature term's scale."""
     if rule == "raw":
         return feature_weight * feature - (1.0 - feature_weight) * residual
-    zf, zr = robust_zscore(feature), robust_zscore(residual)
+    # Robust z-scores over the training rows themselves: median / 1.4826·MAD of the same values.
+    zf, zr = calibration.null_z_scores(feature, feature), calibration.null_z_scores(residual, residual)
     if rule == "worst":
         return np.minimum(zf, -zr)
     return feature_weight * zf - (1.0 - feature_weight) * zr
-
-
-def robust_zscore(v: np.ndarray) -> np.ndarray:
-    """``(v − median) / (1.4826 · MAD)``: a z-score that the corrupted rows themselves cannot inflate.
-
-    Falls back to the standard deviation when more than half the entries are equal (MAD = 0), and
-    to zeros when all are.
-    """
-    center = np.median(v)
-    scale = 1.4826 * np.median(np.abs(v - center))
-    if scale == 0:
-        scale = v.std()
-    return np.zeros_like(v) if scale == 0 else (v - center) / scale
 
 
 def _range_limit(dtype: torch.dtype) -> float:
