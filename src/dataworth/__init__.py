@@ -3,9 +3,10 @@
 from dataworth.api import value
 from dataworth.checks import DataworthError, DataworthWarning, FileFormatError, InputError
 from dataworth.data import Dataset, load_dataset
-from dataworth.result import ValuationResult
+from dataworth.influence import InfluenceFunction, ModelTask, RescaledInfluence
+from dataworth.methods import METHODS
+from dataworth.result import AttributionResult, ValuationResult
 from dataworth.valuation import (
-    METHODS,
     BernoulliSampler,
     BetaShapley,
     ConfidentLearning,
@@ -27,6 +28,10 @@ from dataworth.valuation import (
 
 __all__ = [
     "METHODS",
+    "AttributionResult",
+    "InfluenceFunction",
+    "ModelTask",
+    "RescaledInfluence",
     "BernoulliSampler",
     "BetaShapley",
     "ConfidentLearning",

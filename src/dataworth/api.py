@@ -8,8 +8,8 @@ from typing import Any
 
 from dataworth.checks import InputError
 from dataworth.data import load_datasets
+from dataworth.methods import METHODS
 from dataworth.result import ValuationResult
-from dataworth.valuation import METHODS
 
 
 def value(

@@ -26,10 +26,11 @@ import dataworth
 from dataworth.checkpoint import Checkpoint
 from dataworth.checks import DataworthError, DataworthWarning, InputError, check_choice, check_fraction, check_int, check_positive
 from dataworth.data import TABLE_SUFFIXES, check_not_inputs, check_output_path, load_datasets, write_together
+from dataworth.methods import METHODS
 from dataworth.report.files import report_from_files
 from dataworth.report.plots import method_bars
 from dataworth.result import sidecar_path
-from dataworth.valuation import METHODS, ONLINE_METHODS, Valuator, load_state
+from dataworth.valuation import ONLINE_METHODS, Valuator, load_state
 from dataworth.valuation.issue_types import ISSUE_TYPES
 
 try:  # typer >= 0.2x carries its own copy of click

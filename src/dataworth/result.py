@@ -216,3 +216,81 @@ def _read_sidecar(path: Path, rows: int) -> dict[str, Any] | None:
     if not isinstance(meta, dict) or meta.get("rows") != rows:
         return None  # written for another table (the CSV was replaced since): the columns alone
     return meta
+
+
+@dataclass
+class AttributionResult:
+    """Train × target attribution scores: ``scores[i, q]`` is the predicted effect of training row i on
+    target q's measurement, signed so that **positive = row i helps target q** (removing it would raise
+    q's loss). ``train_names`` / ``target_names`` optionally identify rows; ``params`` and ``timings``
+    as in :class:`ValuationResult`.
+    """
+
+    scores: np.ndarray
+    method: str
+    params: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    train_names: np.ndarray | None = None
+    target_names: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        if self.scores.ndim != 2:
+            raise InputError(f"scores must be a train × target matrix; got shape {self.scores.shape}")
+        for what, axis in (("train_names", 0), ("target_names", 1)):
+            names = getattr(self, what)
+            if names is not None:
+                names = np.asarray(names)
+                if names.shape != (self.scores.shape[axis],):
+                    raise InputError(f"{what} has shape {names.shape}; scores have {self.scores.shape[axis]} along that axis")
+                setattr(self, what, names.astype(str) if names.dtype == object else names)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.scores.shape  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"AttributionResult(method={self.method!r}, train={self.shape[0]}, targets={self.shape[1]})"
+
+    def reduce(self, how: str = "mean") -> ValuationResult:
+        """One value per training row: the ``"mean"`` or ``"sum"`` of its scores over the targets (the
+        predicted change of the mean / total target measurement when the row is removed; higher = more valuable)."""
+        if how not in ("mean", "sum"):
+            raise InputError(f"how must be 'mean' or 'sum'; got {how!r}")
+        values = self.scores.mean(axis=1) if how == "mean" else self.scores.sum(axis=1)
+        return ValuationResult(values, method=self.method, params=dict(self.params), timings=dict(self.timings),
+                               names=self.train_names)
+
+    def top(self, target: int, k: int, *, helpful: bool = True) -> np.ndarray:
+        """The ``k`` training rows that help (``helpful``) or hurt target ``target`` most, strongest first."""
+        column = self.scores[:, target]
+        order = np.argsort(-column if helpful else column, kind="stable")
+        return order[: ValuationResult._count(k)]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an ``.npz`` archive (no pickle): ``scores``, names when set, and the metadata as JSON text."""
+        path = check_output_path(path, "the attribution file", (".npz",))
+        meta = json.dumps({"method": self.method, "params": self.params, "timings": self.timings}, default=jsonable)
+        arrays: dict[str, np.ndarray] = {"scores": self.scores, "meta": np.array(meta)}
+        for what in ("train_names", "target_names"):
+            if getattr(self, what) is not None:
+                arrays[what] = np.asarray(getattr(self, what))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **arrays)
+
+        return write_together({path: write})[0]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AttributionResult:
+        """Read a file written by :meth:`save`."""
+        path = existing_file(path, "the attribution file", (".npz",))
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+            meta = json.loads(str(arrays.pop("meta")))
+        except (KeyError, ValueError, OSError, EOFError) as exc:
+            raise FileFormatError(f"{path} is not an attribution file written by dataworth: {exc}") from None
+        return cls(arrays["scores"], method=meta.get("method", "unknown"), params=meta.get("params", {}),
+                   timings=meta.get("timings", {}), train_names=arrays.get("train_names"), target_names=arrays.get("target_names"))

@@ -22,7 +22,7 @@ from dataworth.evaluation import corruptions as c
 from dataworth.evaluation.datasets import EvaluationSet
 from dataworth.evaluation.metrics import detection_auprc, detection_auroc, detection_rate, two_means_f1
 from dataworth.evaluation.resources import measure
-from dataworth.valuation import METHODS
+from dataworth.methods import METHODS
 from dataworth.valuation.confident_learning import out_of_fold_probabilities
 
 CORRUPTIONS = ("label-flip", "confusion-flip", "pair-flip", "annotator", "feature-noise", "backdoor", "duplicates", "ood")

@@ -1,0 +1,38 @@
+"""Gradient-based attribution for PyTorch models: the model task, per-sample gradients, projections, ghost dot
+products, inverse-curvature solvers, and the influence-function family."""
+
+from dataworth.influence.batches import Rows, as_rows
+from dataworth.influence.curvature import Curvature
+from dataworth.influence.ghost import ghost_inner_products, ghost_squared_norms
+from dataworth.influence.gradients import RandomProjection, gradient_matrix, per_sample_gradients, projected_gradients
+from dataworth.influence.influence import InfluenceFunction, RescaledInfluence, solver_classes
+from dataworth.influence.kfac import ASTRASolver, EKFACSolver, KFACSolver
+from dataworth.influence.models import fit_logistic, fit_mlp
+from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver
+from dataworth.influence.task import ModelTask
+
+__all__ = [
+    "ASTRASolver",
+    "ArnoldiSolver",
+    "CGSolver",
+    "Curvature",
+    "EKFACSolver",
+    "ExplicitSolver",
+    "InfluenceFunction",
+    "KFACSolver",
+    "LiSSASolver",
+    "ModelTask",
+    "RandomProjection",
+    "RescaledInfluence",
+    "Rows",
+    "Solver",
+    "as_rows",
+    "fit_logistic",
+    "fit_mlp",
+    "ghost_inner_products",
+    "ghost_squared_norms",
+    "gradient_matrix",
+    "per_sample_gradients",
+    "projected_gradients",
+    "solver_classes",
+]
