@@ -41,9 +41,11 @@ except ImportError:  # pragma: no cover - older typer on click
 console = Console(soft_wrap=True)
 #: Estimator parameters the CLI sets itself, and the option to use instead.
 RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel", "device": "--device", "progress": "(always on)"}
+#: A deprecation torch's forward-mode autodiff (torch.func.jvp) raises about its own internals; not the user's concern.
+TORCH_NOISE = "`torch.jit.script` is deprecated"
 #: Estimator parameters that may take a Python object (a model, a stopping rule): set in Python, not as
 #: text, unless the method's default for them is text (cleanlab's model="logistic" | "knn").
-OBJECT_PARAMS = ("estimator", "model", "stopping")
+OBJECT_PARAMS = ("estimator", "model", "stopping", "solver", "solver_options")
 
 
 def _text_params(method: str) -> list[str]:
@@ -116,6 +118,7 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each distinct warning once
+            warnings.filterwarnings("ignore", message=TORCH_NOISE)
             warnings.showwarning = show_warning
             try:
                 return command(*args, **kwargs)
@@ -202,6 +205,52 @@ def update(
         raise InputError(f"NEW has no id column {id_column!r}; give it one, or name another with --id-column")
     estimator.add(new_data)
     _write(estimator, term, out_path, state_path, issues, issue_threshold)
+
+
+@app.command("influence")
+@_reports_errors
+def influence_command(
+    train: Annotated[str, typer.Argument(help="Training data: .npz (X, y), .csv or .parquet.")],
+    out: Annotated[str, typer.Option("--out", help="Output table (index, value): .csv or .parquet.")],
+    test: Annotated[str | None, typer.Option("--test", help="Test rows whose mean loss the values explain (same formats).")] = None,
+    model: Annotated[str, typer.Option("--model", help="logistic (built in), or mlp: the built-in MLP, or your model with --weights and --arch.")] = "logistic",
+    l2: Annotated[float, typer.Option("--l2", help="L2 weight λ: of Σℓ_i + (λ/2)‖θ‖² for logistic; the weight decay (mean loss) for mlp.")] = 1.0,
+    method: Annotated[str, typer.Option("--method", help="if (influence function) or rif (rescaled influence).")] = "if",
+    self_influence: Annotated[bool, typer.Option("--self", help="Write −self-influence per row instead (no --test needed).")] = False,
+    solver: Annotated[str | None, typer.Option("--solver", help="explicit, cg, lissa, arnoldi, kfac, ekfac or astra (default: explicit for logistic, ekfac for mlp).")] = None,
+    damping: Annotated[float, typer.Option("--damping", help="δ ≥ 0 added to the curvature.")] = 0.0,
+    weights: Annotated[str | None, typer.Option("--weights", help="Trained weights of your model (.safetensors; --model mlp).")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="package.module:factory building your model (with --weights).")] = None,
+    loss: Annotated[str, typer.Option("--loss", help="Loss of your model: cross_entropy, mse or binary_cross_entropy.")] = "cross_entropy",
+    label_column: LabelColumn = None,
+    feature_columns: FeatureColumns = None,
+    drop_columns: DropColumns = None,
+    id_column: IdColumn = None,
+) -> None:
+    """Predict, for every training row, how removing it and refitting would change the mean test loss.
+
+    value > 0: the row helps (its removal would raise the test loss). With --self: −gᵢᵀ(H + δI)⁻¹gᵢ.
+    """
+    from dataworth.influence.models import load_model
+    from dataworth.methods import ATTRIBUTION_METHODS
+
+    check_choice(model, "--model", ("logistic", "mlp"))
+    methods = {"if": "influence", "rif": "rif"}
+    check_choice(method, "--method", tuple(methods))
+    if (weights is None) != (arch is None) or (weights is not None and model != "mlp"):
+        raise InputError("--weights and --arch go together, with --model mlp (your model); leave both out for a built-in model")
+    if test is None and not self_influence:
+        raise InputError("--test is needed (the rows whose loss the values explain), or --self for self-influence")
+    out_path, _ = _output_paths(out, None, inputs={"TRAIN": train, "--test": test, "--weights": weights})
+    chosen = solver or ("explicit" if model == "logistic" else "ekfac")
+    estimator_model: Any = load_model(arch, weights) if arch is not None else model
+    params = {"model": estimator_model, "l2": l2, "solver": chosen, "damping": damping, "loss": loss}
+    columns = _column_options(label_column, feature_columns, drop_columns, id_column)
+    loaded = load_datasets({"TRAIN": train, **({"--test": test} if test is not None else {})}, **columns)
+    estimator = ATTRIBUTION_METHODS[methods[method]](**params).fit(loaded["TRAIN"])
+    result = estimator.self_influence() if self_influence else estimator.attribute(loaded["--test"]).reduce("mean")
+    result.save(out_path)
+    console.print(f"wrote {out_path} ({len(result)} rows)")
 
 
 @app.command()

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from dataworth.checks import InputError, to_numpy
+from dataworth.data import Dataset as Table
 
 
 @dataclass
@@ -62,10 +63,14 @@ class Rows:
 
 
 def as_rows(data: Any, targets: Any = None, *, name: str) -> Rows:
-    """Rows from ``(data, targets)`` arrays/tensors/DataFrames, a ``(inputs, targets)`` tuple, a map-style
+    """Rows from ``(data, targets)`` arrays/tensors/DataFrames, a ``(inputs, targets)`` tuple, a dataworth Dataset, a map-style
     ``Dataset`` of ``(x, y)`` pairs, or a ``DataLoader`` over one (not shuffled: rows keep their order)."""
     if isinstance(data, Rows):
         return data
+    if isinstance(data, Table):  # a feature table read by dataworth.load_dataset
+        if targets is not None:
+            raise InputError(f"{name} is a dataworth Dataset, so its labels come from it; do not pass targets separately")
+        data, targets = data.X, data.y
     if isinstance(data, DataLoader):
         if targets is not None:
             raise InputError(f"{name} is a DataLoader, so its targets come from it; do not pass targets separately")

@@ -46,6 +46,8 @@ class Curvature:
             inputs, targets = task.prepare(inputs, targets)
             product = self._ggn(inputs, tangents) if self.kind == "ggn" else self._hessian(inputs, targets, tangents)
             out += task.flatten(product, batch_dims=1).to(torch.float64)
+        if not bool(torch.isfinite(out).all()):
+            raise InputError("the curvature products are NaN or infinite; check the model's outputs and the data (or raise damping)")
         return (out / rows.n + task.l2 * V.to(torch.float64)).to(task.dtype)
 
     def dense(self, *, block: int = 256) -> torch.Tensor:
@@ -56,10 +58,7 @@ class Curvature:
             eye = torch.zeros(min(block, p - start), p, dtype=self.task.dtype, device=self.task.device)
             eye[:, start:start + block].fill_diagonal_(1.0)
             out[start:start + block] = self.matmat(eye).to(torch.float64)
-        out = (out + out.T) / 2
-        if not bool(torch.isfinite(out).all()):
-            raise InputError("the curvature matrix has NaN or infinite entries; check the model's outputs and the data")
-        return out
+        return (out + out.T) / 2
 
     def _ggn(self, inputs: torch.Tensor, tangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         task = self.task

@@ -32,11 +32,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataworth.checks import DataworthWarning, InputError, check_non_negative
+from dataworth.checks import (
+    DataworthWarning,
+    InputError,
+    check_features,
+    check_labelled_training_set,
+    check_labels,
+    encode_labels,
+)
+from dataworth.data import as_dataset
 from dataworth.influence.batches import Rows, as_rows
 from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, mean_gradient_norms, per_sample_gradients, per_sample_jacobians
-from dataworth.influence.models import FittedModel, fit_logistic, fit_mlp
-from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver
+from dataworth.influence.models import fit_logistic, fit_mlp
+from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver, check_damping
 from dataworth.influence.task import ModelTask
 from dataworth.result import AttributionResult, ValuationResult
 from dataworth.valuation.base import Valuator
@@ -116,8 +124,13 @@ class InfluenceFunction(Valuator):
         method also works as a data valuator.
         """
         started = time.perf_counter()
-        rows = as_rows(X, y, name="the training data")
-        self.task_ = self._task(rows)
+        self.names_ = None
+        if isinstance(self.model, str):
+            rows, self.task_ = self._train_built_in(X, y)
+        else:
+            rows = as_rows(X, y, name="the training data")
+            self.task_ = self.model if isinstance(self.model, ModelTask) else ModelTask(
+                self.model, self.loss, measurement=self.measurement, modules=self.modules, l2=self.l2)
         self.n_train_ = rows.n
         self.rows_ = rows
         self.gradient_norm_, self.mean_sample_gradient_norm_ = mean_gradient_norms(self.task_, rows, max_memory=self.max_memory)
@@ -128,37 +141,37 @@ class InfluenceFunction(Valuator):
                           "per-sample gradient norm; train longer (or pass the l2 it was trained with) — influence assumes a minimizer",
                           DataworthWarning, stacklevel=2)
         self.solver_ = self._solver().fit(self.task_, rows)
-        self.timings_ = {"fit": time.perf_counter() - started}
-        self.train_gradients_ = self._cached_gradients(rows)
         self.__dict__.pop("self_influence_", None)
+        self._prepare_train_side()
+        self.timings_ = {"fit": time.perf_counter() - started}
         if reference is not None:
             result = self.attribute(reference)
             self.result_ = ValuationResult(result.scores.mean(axis=1), method=self.method, params=self._params(),
-                                           timings=dict(result.timings))
+                                           timings=dict(result.timings), components=self._components(), names=self.names_)
         return self
 
-    def _task(self, rows: Rows) -> ModelTask:
-        model = self.model
-        if isinstance(model, ModelTask):
-            return model
-        if isinstance(model, str):
-            if model not in BUILT_IN_MODELS:
-                raise InputError(f"unknown model {model!r}; pass an nn.Module, a ModelTask, or one of {', '.join(BUILT_IN_MODELS)}")
-            fitted = self._train_built_in(rows)
-            self.model_, self.classes_ = fitted.model, fitted.classes
-            return fitted.task
-        return ModelTask(model, self.loss, measurement=self.measurement, modules=self.modules, l2=self.l2)
+    def _prepare_train_side(self) -> None:
+        """Keep the training gradients when they fit in ``max_memory`` (else they are recomputed per use)."""
+        self.train_gradients_ = self._cached_gradients(self.rows_)
 
-    def _train_built_in(self, rows: Rows) -> FittedModel:
-        if rows.inputs is None or rows.inputs.ndim != 2:
-            raise InputError(f"the built-in {self.model} model needs a 2-D feature matrix with labels; pass your own model for other data")
-        X, y = rows.inputs.double().numpy(), rows.targets.numpy()
-        fitted = fit_logistic(X, y, l2=self.l2) if self.model == "logistic" else fit_mlp(X, y, l2=self.l2, seed=self.seed)
-        codes = np.searchsorted(fitted.classes, y)
-        rows.inputs, rows.targets = torch.as_tensor(X), torch.as_tensor(codes)
+    def _components(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _train_built_in(self, X: Any, y: Any) -> tuple[Rows, ModelTask]:
+        """Train the built-in model named by ``model`` on a labelled 2-D feature table; rows hold label codes."""
+        if self.model not in BUILT_IN_MODELS:
+            raise InputError(f"unknown model {self.model!r}; pass an nn.Module, a ModelTask, or one of {', '.join(BUILT_IN_MODELS)}")
+        features, labels, self.names_ = check_labelled_training_set(X, y, method=self.method, why=f"the built-in {self.model} is a classifier")
+        features = features.astype(np.float64)
+        if self.model == "logistic":
+            fitted = fit_logistic(features, labels, l2=self.l2)
+        else:
+            fitted = fit_mlp(features, labels, l2=self.l2, seed=self.seed)
+        self.model_, self.classes_ = fitted.model, fitted.classes
+        task = fitted.task
         if self.measurement is not None:
-            fitted.task = ModelTask(fitted.model, fitted.task.loss_name, measurement=self.measurement, l2=fitted.task.l2)
-        return fitted
+            task = ModelTask(fitted.model, task.loss_name, measurement=self.measurement, l2=task.l2)
+        return as_rows(features, encode_labels(labels, fitted.classes, "the training labels"), name="the training data"), task
 
     def _solver(self) -> Solver:
         if isinstance(self.solver, Solver):
@@ -166,7 +179,7 @@ class InfluenceFunction(Valuator):
         classes = solver_classes()
         if self.solver not in classes:
             raise InputError(f"unknown solver {self.solver!r}; use one of {', '.join(classes)}")
-        check_non_negative(self.damping, "damping", meaning="(the δ added to the curvature)")
+        check_damping(self.damping)
         options = dict(self.solver_options or {})
         cls = classes[self.solver]
         accepted = cls().get_params()
@@ -208,21 +221,24 @@ class InfluenceFunction(Valuator):
         for start, block in self._train_gradient_chunks():
             scores[start:start + len(block)] = self._score_block(start, block, preconditioned)
         timings = {**self.timings_, "attribute": time.perf_counter() - started}
-        return AttributionResult(scores, method=self.method, params=self._params(), timings=timings)
+        return AttributionResult(scores, method=self.method, params=self._params(), timings=timings, train_names=self.names_)
 
     def _target_rows(self, X_test: Any, y_test: Any) -> Rows:
-        rows = as_rows(X_test, y_test, name="the target data")
-        if isinstance(self.model, str) and rows.inputs is not None:
-            rows = Rows(rows.name, rows.n, rows.inputs.double(), torch.as_tensor(self._codes(rows.targets.numpy())))
-        return rows
-
-    def _codes(self, labels: np.ndarray) -> np.ndarray:
-        codes = np.searchsorted(self.classes_, labels)
-        bad = (codes >= len(self.classes_)) | (self.classes_[np.minimum(codes, len(self.classes_) - 1)] != labels)
-        if bad.any():
-            raise InputError(f"the target data has labels the model was not trained on (e.g. {labels[bad][0]!r}); "
-                             f"its classes are {', '.join(map(str, self.classes_[:10]))}")
-        return codes
+        if not isinstance(self.model, str):
+            return as_rows(X_test, y_test, name="the target data")
+        data = as_dataset(X_test, y_test, "the target data")
+        features = check_features(data.X, "the target data").numpy().astype(np.float64)
+        if features.shape[1] != self.rows_.inputs.shape[1]:
+            raise InputError(f"the target data has {features.shape[1]} feature columns; the model was trained on {self.rows_.inputs.shape[1]}")
+        if data.y is None:
+            raise InputError("the target data needs labels (an .npz holds them as the array 'y')")
+        labels = check_labels(data.y, len(features), "the target labels")
+        try:
+            codes = encode_labels(labels, self.classes_, "the target labels")
+        except InputError:
+            raise InputError(f"the target labels include classes the model was not trained on; its classes are "
+                             f"{', '.join(map(str, self.classes_[:10]))}") from None
+        return as_rows(features, codes, name="the target data")
 
     def _preconditioned_targets(self, targets: Rows) -> torch.Tensor:
         """(H + δI)⁻¹∇f_q for every target q, as rows (m×p), signed so that scores are positive = helps."""
@@ -242,7 +258,7 @@ class InfluenceFunction(Valuator):
             for start, block in self._train_gradient_chunks():
                 values[start:start + len(block)] = self._self_block(start, block)
             self.self_influence_ = values
-        return ValuationResult(-self.self_influence_, method=f"{self.method}:self", params=self._params())
+        return ValuationResult(-self.self_influence_, method=f"{self.method}:self", params=self._params(), names=self.names_)
 
     def _self_block(self, start: int, gradients: torch.Tensor) -> np.ndarray:
         solved = self.solver_.solve(gradients)
@@ -276,16 +292,10 @@ class RescaledInfluence(InfluenceFunction):
 
     method = "rif"
 
-    def fit(self, X: Any, y: Any = None, *, reference: Any = None) -> RescaledInfluence:
-        super().fit(X, y)
-        self._rescale()
-        if reference is not None:
-            result = self.attribute(reference)
-            self.result_ = ValuationResult(result.scores.mean(axis=1), method=self.method, params=self._params(),
-                                           timings=dict(result.timings), components={"leverage": self.leverages_})
-        return self
+    def _components(self) -> dict[str, np.ndarray]:
+        return {"leverage": self.leverages_}
 
-    def _rescale(self) -> None:
+    def _prepare_train_side(self) -> None:
         """Per row: the coefficients c_i = (I − Λ_iK_i/n)⁻¹e_i, the Jacobian J_i is recomputed when scoring."""
         task, n = self.task_, self.n_train_
         coefficients, leverages, self_values = [], [], []
@@ -323,4 +333,4 @@ class RescaledInfluence(InfluenceFunction):
         """Per training row, −g_iᵀH_{−i}⁻¹g_i = −e_iᵀK_i(I − Λ_iK_i/n)⁻¹e_i (higher = more valuable)."""
         self._check_fitted()
         return ValuationResult(-self.self_influence_, method=f"{self.method}:self", params=self._params(),
-                               components={"leverage": self.leverages_})
+                               components=self._components(), names=self.names_)

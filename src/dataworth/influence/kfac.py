@@ -59,7 +59,7 @@ from dataworth.checks import InputError, check_choice, check_int, check_positive
 from dataworth.influence.batches import Rows
 from dataworth.influence.curvature import Curvature
 from dataworth.influence.gradients import DEFAULT_MAX_MEMORY
-from dataworth.influence.solvers import Solver, _damping
+from dataworth.influence.solvers import Solver, check_damping
 from dataworth.influence.task import ModelTask
 
 #: How the output gradients of the Fisher are formed (see the module docstring).
@@ -265,7 +265,7 @@ class KFACSolver(Solver):
         self.max_memory = max_memory
 
     def fit(self, task: ModelTask, rows: Rows) -> KFACSolver:
-        self.damping_ = _damping(self.damping)
+        self.damping_ = check_damping(self.damping)
         self.effective_damping_ = self.damping_ + task.l2
         check_choice(self.fisher, "fisher", FISHERS)
         check_seed(self.seed)
@@ -373,7 +373,7 @@ class ASTRASolver(Solver):
         self.max_memory = max_memory
 
     def fit(self, task: ModelTask, rows: Rows) -> ASTRASolver:
-        self.damping_ = _damping(self.damping)
+        self.damping_ = check_damping(self.damping)
         check_int(self.iterations, "iterations", minimum=0)
         step = None if self.step is None else check_positive(self.step, "step")
         if self.batch_size is not None:

@@ -12,6 +12,8 @@ classes (label i ↔ ``classes[i]``).
 
 from __future__ import annotations
 
+import importlib
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -19,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataworth.checks import DataworthWarning, InputError, check_int, check_non_negative, check_seed
+from dataworth.checks import DataworthWarning, FileFormatError, InputError, check_int, check_non_negative, check_seed
+from dataworth.data import existing_file
 from dataworth.influence.task import ModelTask
 
 
@@ -132,3 +135,39 @@ def fit_mlp(
     norm = float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm())
     model.eval()
     return FittedModel(model, ModelTask(model, "cross_entropy", l2=lam), classes, norm)
+
+
+def load_model(arch: str, weights: str | os.PathLike) -> nn.Module:
+    """The model built by ``arch`` (``"package.module:factory"``, a function or class called with no
+    arguments) with the tensors of a ``.safetensors`` file (read without pickle), in evaluation mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    module_name, _, attribute = arch.partition(":")
+    if not module_name or not attribute:
+        raise InputError(f"--arch must be package.module:factory; got {arch!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except ImportError as exc:
+        raise InputError(f"cannot import {module_name!r} for --arch ({exc}); put its package on PYTHONPATH") from None
+    except AttributeError:
+        raise InputError(f"{module_name} has no {attribute!r} (--arch)") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{arch}() returned a {type(model).__name__}, not a torch.nn.Module")
+    path = existing_file(weights, "the weights file", (".safetensors",))
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FileFormatError(f"{path} is not a readable .safetensors file: {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    resized = [f"{k} {tuple(tensors[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or resized:
+        parts = [f"missing {', '.join(missing[:5])}" if missing else "", f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+                 f"wrong shape {'; '.join(resized[:3])}" if resized else ""]
+        raise InputError(f"the weights file does not match the architecture {arch}: {'; '.join(p for p in parts if p)}")
+    model = model.to(next(iter(tensors.values())).dtype) if tensors else model
+    model.load_state_dict(tensors)
+    return model.eval()

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 
-from dataworth.checks import DataworthWarning, InputError, check_choice, check_int, check_non_negative, check_positive, check_seed
+from dataworth.checks import DataworthWarning, InputError, check_int, check_non_negative, check_positive, check_seed
 from dataworth.influence.batches import Rows
-from dataworth.influence.curvature import KINDS, Curvature, largest_eigenvalue
+from dataworth.influence.curvature import Curvature, largest_eigenvalue
 from dataworth.influence.gradients import DEFAULT_MAX_MEMORY
 from dataworth.influence.task import ModelTask
 
@@ -49,8 +49,9 @@ class Solver(BaseEstimator):
         return V
 
 
-def _damping(value: Any) -> float:
-    return check_non_negative(value, "damping", meaning="(the δ added to the curvature; use 0 for none)")
+def check_damping(value: Any) -> float:
+    """δ as a float: finite and ≥ 0, else one clear error."""
+    return check_non_negative(value, "damping", meaning="the δ added to the curvature; 0 for none")
 
 
 class ExplicitSolver(Solver):
@@ -64,7 +65,7 @@ class ExplicitSolver(Solver):
         self.max_memory = max_memory
 
     def fit(self, task: ModelTask, rows: Rows) -> ExplicitSolver:
-        damping = _damping(self.damping)
+        damping = check_damping(self.damping)
         p = task.num_params
         if 8 * p * p > self.max_memory:
             raise InputError(f"the explicit solver needs a {p}×{p} float64 matrix ({8 * p * p / 2**30:.2f} GiB) over "
@@ -100,7 +101,7 @@ class CGSolver(Solver):
         self.max_memory = max_memory
 
     def fit(self, task: ModelTask, rows: Rows) -> CGSolver:
-        self.damping_ = _damping(self.damping)
+        self.damping_ = check_damping(self.damping)
         check_positive(self.tol, "tol")
         check_int(self.max_iter, "max_iter")
         self.task_ = task
@@ -163,7 +164,7 @@ class LiSSASolver(Solver):
         self.max_memory = max_memory
 
     def fit(self, task: ModelTask, rows: Rows) -> LiSSASolver:
-        self.damping_ = _damping(self.damping)
+        self.damping_ = check_damping(self.damping)
         check_int(self.depth, "depth")
         check_int(self.repeats, "repeats")
         check_seed(self.seed)
@@ -221,7 +222,7 @@ class ArnoldiSolver(Solver):
         self.max_memory = max_memory
 
     def fit(self, task: ModelTask, rows: Rows) -> ArnoldiSolver:
-        self.damping_ = _damping(self.damping)
+        self.damping_ = check_damping(self.damping)
         p = task.num_params
         rank = min(check_int(self.rank, "rank"), p)
         size = min(p, check_int(self.iterations, "iterations") if self.iterations is not None else max(2 * rank, rank + 20))
@@ -274,10 +275,6 @@ class ArnoldiSolver(Solver):
         V = self._check_rhs(V).to(torch.float64)
         coefficients = V @ self.eigenvectors_.T / (self.eigenvalues_ + self.damping_)
         return (coefficients @ self.eigenvectors_).to(self.task_.dtype)
-
-
-def check_curvature(kind: str) -> str:
-    return check_choice(kind, "curvature", KINDS)
 
 
 def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
