@@ -306,7 +306,7 @@ app.add_typer(bench, name="bench")
 def bench_detect(
     dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, iris, mnist-effnet, fashion-effnet, bbc-minilm, or a labelled file.")] = "digits",
     corruption: Annotated[str, typer.Option("--corruption", help="KIND:FRACTION, e.g. label-flip:0.1 (kinds: label-flip, confusion-flip, pair-flip, annotator, feature-noise, backdoor, duplicates, ood).")] = "label-flip:0.1",
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names.")] = "kairos,knn-shapley,data-oob",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names; METHOD:TERM ranks by one term (e.g. influence:self).")] = "kairos,knn-shapley,data-oob",
     seeds: Annotated[int, typer.Option("--seeds", help="Repetitions with different splits and corruptions.")] = 3,
     max_train: Annotated[int | None, typer.Option("--max-train", help="Cap on training rows.")] = None,
     out: Annotated[str, typer.Option("--out", help="Directory for results.json and plots.")] = "results",
@@ -323,9 +323,11 @@ def bench_detect(
     check_int(seeds, "--seeds")
     if max_train is not None:
         check_int(max_train, "--max-train", minimum=2)
-    names = check_methods([m.strip() for m in methods.split(",") if m.strip()])
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    check_methods([name.partition(":")[0] for name in names])
     if len(set(names)) != len(names):
         raise InputError(f"a method is named twice in {methods}")
+    variants = {name: name for name in names if ":" in name}  # METHOD:TERM ranks rows by that term
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out must be a directory; {out_dir} is a file")
@@ -336,7 +338,7 @@ def bench_detect(
         checkpoint = Checkpoint(out_dir / "results.partial.jsonl")
         if checkpoint.resumed:
             console.print(f"resuming: {checkpoint.resumed} finished valuation(s) in {checkpoint.path} (delete it to start over)")
-        results = run_detection(data, corruption, names, seeds=seeds, max_train=max_train, checkpoint=checkpoint)
+        results = run_detection(data, corruption, names, seeds=seeds, max_train=max_train, variants=variants, checkpoint=checkpoint)
         summary = summarize(results)
         write_together({
             outputs["results.json"]: lambda tmp: results.to_json(tmp, orient="records", indent=1),

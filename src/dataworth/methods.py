@@ -5,9 +5,10 @@ detection benchmark look methods up here."""
 from __future__ import annotations
 
 from dataworth.influence.influence import InfluenceFunction, RescaledInfluence
+from dataworth.influence.layerif import LayerInfluence
 from dataworth.valuation import METHODS as VALUATION_METHODS
 from dataworth.valuation import Valuator
 
 #: Gradient-based methods (a model: the built-in MLP by default, or one passed as ``model=``).
-ATTRIBUTION_METHODS: dict[str, type[Valuator]] = {cls.method: cls for cls in (InfluenceFunction, RescaledInfluence)}
+ATTRIBUTION_METHODS: dict[str, type[Valuator]] = {cls.method: cls for cls in (InfluenceFunction, RescaledInfluence, LayerInfluence)}
 METHODS: dict[str, type[Valuator]] = {**VALUATION_METHODS, **ATTRIBUTION_METHODS}

@@ -22,7 +22,7 @@ def fitted():
     rng = np.random.default_rng(1)
     X, Xt = torch.as_tensor(rng.normal(size=(40, 5))), torch.as_tensor(rng.normal(size=(15, 5)))
     y, yt = torch.as_tensor(rng.integers(0, 3, 40)), torch.as_tensor(rng.integers(0, 3, 15))
-    model = train(make_mlp(5, 7, 3, seed=2), X, y, L2)
+    model = train(make_mlp(5, 7, 3, seed=2), X, y, L2, steps=100)
     layerif = LayerInfluence(model, l2=L2, solver=ExplicitSolver(damping=DAMPING, curvature="hessian")).fit(X, y)
     return model, layerif, X, y, Xt, yt
 
@@ -83,12 +83,29 @@ def test_one_layer_model_equals_the_full_influence_function():
     X, Xt = rng.normal(size=(50, 4)), rng.normal(size=(10, 4))
     y, yt = rng.integers(0, 3, 50), rng.integers(0, 3, 10)
     torch.manual_seed(0)
-    model = train(nn.Sequential(nn.Linear(4, 3)).double(), torch.as_tensor(X), torch.as_tensor(y), L2)
+    model = train(nn.Sequential(nn.Linear(4, 3)).double(), torch.as_tensor(X), torch.as_tensor(y), L2, steps=100)
     kwargs = {"l2": L2, "solver": ExplicitSolver(damping=DAMPING)}
     full = InfluenceFunction(model, **kwargs).fit(X, y).attribute(Xt, yt).scores
     layerif = LayerInfluence(model, **kwargs).fit(X, y)
     np.testing.assert_allclose(layerif.attribute_layers(Xt, yt)["0"].scores, full, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(layerif.layer_influence(Xt, yt)["0"], full.mean(1), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.filterwarnings("ignore::dataworth.checks.DataworthWarning")
+def test_a_layer_must_hold_only_its_own_parameters():
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3, dtype=torch.float64))
+            self.linear = nn.Linear(4, 3).double()
+
+        def forward(self, x):
+            return self.linear(x) * self.scale
+
+    model = nn.Sequential(Scaled()).eval()
+    X, y = np.random.default_rng(0).normal(size=(20, 4)), np.arange(20) % 3
+    with pytest.raises(InputError, match="only their own parameters"):
+        LayerInfluence(model, solver=ExplicitSolver(damping=DAMPING)).fit(X, y)
 
 
 def test_default_ekfac_runs_per_layer(fitted):

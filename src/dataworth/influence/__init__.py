@@ -7,6 +7,7 @@ from dataworth.influence.ghost import ghost_inner_products, ghost_squared_norms
 from dataworth.influence.gradients import RandomProjection, gradient_matrix, per_sample_gradients, projected_gradients
 from dataworth.influence.influence import InfluenceFunction, RescaledInfluence, solver_classes
 from dataworth.influence.kfac import ASTRASolver, EKFACSolver, KFACSolver
+from dataworth.influence.layerif import BlockDiagonalSolver, LayerInfluence, layer_pruning_ratios, magnitude_prune, prunable_sizes
 from dataworth.influence.models import fit_logistic, fit_mlp
 from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver
 from dataworth.influence.task import ModelTask
@@ -14,12 +15,14 @@ from dataworth.influence.task import ModelTask
 __all__ = [
     "ASTRASolver",
     "ArnoldiSolver",
+    "BlockDiagonalSolver",
     "CGSolver",
     "Curvature",
     "EKFACSolver",
     "ExplicitSolver",
     "InfluenceFunction",
     "KFACSolver",
+    "LayerInfluence",
     "LiSSASolver",
     "ModelTask",
     "RandomProjection",
@@ -32,7 +35,10 @@ __all__ = [
     "ghost_inner_products",
     "ghost_squared_norms",
     "gradient_matrix",
+    "layer_pruning_ratios",
+    "magnitude_prune",
     "per_sample_gradients",
     "projected_gradients",
+    "prunable_sizes",
     "solver_classes",
 ]

@@ -47,6 +47,10 @@ class Rows:
             items = [_pair(self.dataset[i], self.name) for i in range(start, min(start + batch_size, self.n))]
             yield start, torch.stack([torch.as_tensor(x) for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
 
+    def head(self, count: int) -> Rows:
+        """The first ``count`` rows (all when there are fewer)."""
+        return self if count >= self.n else self.subset(np.arange(count))
+
     def subset(self, index: np.ndarray) -> Rows:
         """The rows at ``index`` (in that order), read into memory."""
         index = np.asarray(index, dtype=np.int64)

@@ -42,7 +42,7 @@ from dataworth.checks import (
 )
 from dataworth.data import as_dataset
 from dataworth.influence.batches import Rows, as_rows
-from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, mean_gradient_norms, per_sample_gradients, per_sample_jacobians
+from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, per_sample_gradients, per_sample_jacobians, stationarity
 from dataworth.influence.models import fit_logistic, fit_mlp
 from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver, check_damping
 from dataworth.influence.task import ModelTask
@@ -133,7 +133,7 @@ class InfluenceFunction(Valuator):
                 self.model, self.loss, measurement=self.measurement, modules=self.modules, l2=self.l2)
         self.n_train_ = rows.n
         self.rows_ = rows
-        self.gradient_norm_, self.mean_sample_gradient_norm_ = mean_gradient_norms(self.task_, rows, max_memory=self.max_memory)
+        self.gradient_norm_, self.mean_sample_gradient_norm_ = stationarity(self.task_, rows, max_memory=self.max_memory)
         ratio = self.gradient_norm_ / max(self.mean_sample_gradient_norm_, np.finfo(float).tiny)
         self.stationarity_ = ratio
         if ratio > STATIONARY_RATIO:
@@ -242,12 +242,13 @@ class InfluenceFunction(Valuator):
 
     def _preconditioned_targets(self, targets: Rows) -> torch.Tensor:
         """(H + δI)⁻¹∇f_q for every target q, as rows (m×p), signed so that scores are positive = helps."""
-        sign = -1.0 if self.task_.measurement_name == "margin" else 1.0
+        sign = self.task_.measurement_sign
         parts = [self.solver_.solve(block) for _, block in per_sample_gradients(self.task_, targets, of="measurement", max_memory=self.max_memory)]
         return sign * torch.cat(parts) / self.n_train_
 
     def _score_block(self, start: int, gradients: torch.Tensor, preconditioned: torch.Tensor) -> np.ndarray:
-        return (gradients.to(torch.float64) @ preconditioned.to(torch.float64).T).cpu().numpy()
+        # in the model's dtype: a float32 model gets float32 products (twice as fast, its gradients' own precision)
+        return (gradients.to(preconditioned.dtype) @ preconditioned.T).to(torch.float64).cpu().numpy()
 
     def self_influence(self) -> ValuationResult:
         """Per training row, −g_iᵀ(H + δI)⁻¹g_i (higher = more valuable; a large self-influence = a row the model

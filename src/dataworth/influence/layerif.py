@@ -70,9 +70,8 @@ def layer_task(task: ModelTask, layer: str) -> ModelTask:
     restricted = ModelTask(task.model, loss, measurement=measurement, modules=[layer], l2=task.l2)
     expected = task.blocks()[layer]
     if restricted.parameter_names != expected:
-        raise InputError(f"layer {layer!r} should count the parameters {expected}, but its module gives "
-                         f"{restricted.parameter_names}; LayerIF needs every layer to be a module owning its parameters "
-                         "(wrap a bare layer in nn.Sequential, or pick modules without parameters of their own and children)")
+        raise InputError(f"layer {layer!r} owns the parameters {expected}, but its module also holds {restricted.parameter_names}: "
+                         "LayerIF needs layers whose modules hold only their own parameters (no child modules with parameters)")
     return restricted
 
 
@@ -150,7 +149,7 @@ class LayerInfluence(InfluenceFunction):
         total = torch.zeros(self.task_.num_params, dtype=torch.float64, device=self.task_.device)
         for _, block in per_sample_gradients(self.task_, targets, of="measurement", max_memory=self.max_memory):
             total += block.sum(0, dtype=torch.float64)
-        sign = -1.0 if self.task_.measurement_name == "margin" else 1.0
+        sign = self.task_.measurement_sign
         solved = self.solver_.solve((total / targets.n).to(self.task_.dtype).unsqueeze(0))[0]
         return sign * solved.to(torch.float64) / self.n_train_
 

@@ -96,6 +96,9 @@ class ModelTask:
         self.loss_name, self.loss_fn = _resolve(loss, "loss", _LOSS_FUNCTIONS)
         measures = {"loss": self.loss_fn, "margin": correct_class_margin}
         self.measurement_name, self.measurement_fn = _resolve("loss" if measurement is None else measurement, "measurement", measures)
+        #: +1 for a loss-like measurement (lower = better), −1 for the margin (higher = better): scores are multiplied
+        #: by it so that a positive score always means "this training row helps".
+        self.measurement_sign = -1.0 if self.measurement_name == "margin" else 1.0
         self.l2 = check_non_negative(l2, "l2")
         self._check_mode()
         trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
