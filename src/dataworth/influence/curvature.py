@@ -14,7 +14,7 @@ from torch.func import grad, jvp, vjp, vmap
 
 from dataworth.checks import InputError, check_choice
 from dataworth.influence.batches import Rows
-from dataworth.influence.gradients import DEFAULT_MAX_MEMORY
+from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, per_sample_jacobians
 from dataworth.influence.task import ModelTask
 
 KINDS = ("ggn", "hessian")
@@ -51,13 +51,26 @@ class Curvature:
         return (out / rows.n + task.l2 * V.to(torch.float64)).to(task.dtype)
 
     def dense(self, *, block: int = 256) -> torch.Tensor:
-        """H as a dense p×p float64 matrix, built from products with blocks of the identity."""
+        """H as a dense p×p float64 matrix: the Gauss-Newton matrix from per-sample output Jacobians,
+        G = (1/n) Σ_i (L_iᵀJ_i)ᵀ(L_iᵀJ_i) + λI (one GEMM per chunk of rows); the Hessian from products with
+        blocks of the identity."""
         p = self.dim
-        out = torch.empty(p, p, dtype=torch.float64, device=self.task.device)
-        for start in range(0, p, block):
-            eye = torch.zeros(min(block, p - start), p, dtype=self.task.dtype, device=self.task.device)
-            eye[:, start:start + block].fill_diagonal_(1.0)
-            out[start:start + block] = self.matmat(eye).to(torch.float64)
+        if self.kind == "ggn":
+            out = torch.zeros(p, p, dtype=torch.float64, device=self.task.device)
+            for _, J, outputs, _ in per_sample_jacobians(self.task, self.rows, max_memory=self.max_memory):
+                factor = self.task.output_hessian_factor(outputs.reshape(len(J), *outputs.shape[1:])).to(torch.float64)
+                M = torch.einsum("bcr,bcp->brp", factor, J.to(torch.float64)).reshape(-1, p)
+                out.addmm_(M.T, M)
+            out /= self.rows.n
+            out.diagonal().add_(self.task.l2)
+        else:
+            out = torch.empty(p, p, dtype=torch.float64, device=self.task.device)
+            for start in range(0, p, block):
+                eye = torch.zeros(min(block, p - start), p, dtype=self.task.dtype, device=self.task.device)
+                eye[:, start:start + block].fill_diagonal_(1.0)
+                out[start:start + block] = self.matmat(eye).to(torch.float64)
+        if not bool(torch.isfinite(out).all()):
+            raise InputError("the curvature matrix has NaN or infinite entries; check the model's outputs and the data")
         return (out + out.T) / 2
 
     def _ggn(self, inputs: torch.Tensor, tangents: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
