@@ -18,6 +18,10 @@ from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, per_sample_jacobia
 from dataworth.influence.task import ModelTask
 
 KINDS = ("ggn", "hessian")
+#: Most rows per batch of a curvature product (larger batches gain nothing once the products are GEMMs).
+MAX_BATCH = 2048
+#: Copies of a row's activations alive per vector during a product (see Curvature._batch_rows).
+_COPIES = 6
 
 
 class Curvature:
@@ -27,6 +31,7 @@ class Curvature:
         self.task, self.rows = task, rows
         self.kind = check_choice(kind, "curvature", KINDS)
         self.max_memory = int(max_memory)
+        self._activations: int | None = None
         if kind == "ggn":
             task.output_hessian_factor(torch.zeros(1, 1, dtype=task.dtype))  # a named loss, or one clear error
 
@@ -41,14 +46,22 @@ class Curvature:
         V = V.to(task.dtype)
         tangents = task.unflatten(V)
         out = torch.zeros(V.shape, dtype=torch.float64, device=V.device)
-        batch = max(1, self.max_memory // max(1, 8 * V.shape[0] * task.num_params * 4))
-        for _, inputs, targets in rows.batches(batch):
+        for _, inputs, targets in rows.batches(self._batch_rows(V.shape[0])):
             inputs, targets = task.prepare(inputs, targets)
             product = self._ggn(inputs, tangents) if self.kind == "ggn" else self._hessian(inputs, targets, tangents)
             out += task.flatten(product, batch_dims=1).to(torch.float64)
         if not bool(torch.isfinite(out).all()):
             raise InputError("the curvature products are NaN or infinite; check the model's outputs and the data (or raise damping)")
         return (out / rows.n + task.l2 * V.to(torch.float64)).to(task.dtype)
+
+    def _batch_rows(self, vectors: int) -> int:
+        """Rows per batch for a product with ``vectors`` vectors: each row holds about ``_COPIES`` activations per
+        vector (forward tangents, their cotangents, the pullback's intermediates); at most ``MAX_BATCH``."""
+        if self._activations is None:
+            _, inputs, targets = next(self.rows.batches(1))
+            self._activations = self.task.activation_numel(self.task.prepare(inputs, targets)[0])
+        itemsize = torch.finfo(self.task.dtype).bits // 8
+        return int(min(MAX_BATCH, max(1, self.max_memory // (_COPIES * itemsize * vectors * self._activations))))
 
     def dense(self, *, block: int = 256) -> torch.Tensor:
         """H as a dense p×p float64 matrix: the Gauss-Newton matrix from per-sample output Jacobians,

@@ -180,6 +180,23 @@ class ModelTask:
         with torch.no_grad():
             return self.forward(self.params, inputs[:1]).shape[1:]
 
+    def activation_numel(self, inputs: torch.Tensor) -> int:
+        """How many numbers one row's forward pass produces across all modules (a row's share of the memory of
+        a forward-mode product), from a forward pass of the first row with hooks on every module."""
+        total = [0]
+
+        def count(module: nn.Module, args: Any, output: Any) -> None:
+            total[0] += sum(t.numel() for t in (output if isinstance(output, (tuple, list)) else (output,)) if isinstance(t, torch.Tensor))
+
+        handles = [module.register_forward_hook(count) for module in self.model.modules()]
+        try:
+            with torch.no_grad():
+                self.forward(self.params, inputs[:1])
+        finally:
+            for handle in handles:
+                handle.remove()
+        return max(1, total[0])
+
     def check_targets(self, output_shape: torch.Size, targets: torch.Tensor, name: str) -> None:
         """Labels outside the model's classes (or targets of the wrong shape) are one clear error."""
         width = output_shape.numel()
