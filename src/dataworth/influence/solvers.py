@@ -139,11 +139,16 @@ class CGSolver(Solver):
         return x.to(self.task_.dtype)
 
 
+#: Power iterations for LiSSA's λ_max: to check a given scale, and to set one.
+CHECK_ITERATIONS, SCALE_ITERATIONS = 5, 30
+
+
 class LiSSASolver(Solver):
     """LiSSA (Agarwal, Bullins & Hazan 2017): x_{j+1} = v + x_j − (H_{B_j} + δI) x_j / s, answer x_J / s.
 
     The recursion is the Neumann series (H + δI)⁻¹ = (1/s) Σ_j (I − (H + δI)/s)^j, which converges only when
-    s > λ_max(H + δI): the scale is checked against a power-iteration estimate (auto: 1.1 × that estimate).
+    s > λ_max(H + δI): a given scale is checked against a power-iteration lower bound on λ_max (a scale at or below
+    it surely diverges); without one, s = 1.1 × a longer estimate.
     Its error after J steps shrinks like (1 − (λ_min + δ)/s)^J. ``batch_size`` None uses the whole training
     set for every H_B (deterministic); a number draws B_j at random (``seed``), as in the paper.
     Here δ is an absolute damping; libraries that write the update as x ← v + (1 − d)x − Hx/s (pyDVL,
@@ -172,7 +177,10 @@ class LiSSASolver(Solver):
             check_int(self.batch_size, "batch_size")
         self.task_, self.rows_ = task, rows
         self.operator_ = Curvature(task, rows, kind=self.curvature, max_memory=self.max_memory)
-        self.largest_eigenvalue_ = largest_eigenvalue(self.operator_, seed=self.seed) + self.damping_
+        # a given scale is only checked: a short power iteration gives a lower bound on λ_max, so a scale at or
+        # below it surely diverges; without one, the scale is set from a longer estimate
+        iterations = CHECK_ITERATIONS if self.scale is not None else SCALE_ITERATIONS
+        self.largest_eigenvalue_ = largest_eigenvalue(self.operator_, iterations=iterations, seed=self.seed) + self.damping_
         if self.scale is None:
             self.scale_ = 1.1 * self.largest_eigenvalue_
         else:
