@@ -39,3 +39,7 @@ bench: bench-data
 	$(PY) benchmarks/detect_all.py
 	$(PY) benchmarks/issue_types.py
 	$(PY) benchmarks/lava_solvers.py
+	$(PY) benchmarks/influence_loo.py
+	$(PY) benchmarks/influence_detection.py
+	$(PY) benchmarks/influence_speed.py
+	$(PY) benchmarks/layerif_pruning.py

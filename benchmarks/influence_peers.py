@@ -56,6 +56,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dataworth.influence import InfluenceFunction, ModelTask
+from dataworth.influence.models import train_lbfgs
 from publish import publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,18 +93,9 @@ def trained_mlp(X: np.ndarray, y: np.ndarray, hidden: int) -> nn.Module:
     torch.manual_seed(SEED)
     model = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.Tanh(), nn.Linear(hidden, 10))
     inputs, targets = torch.from_numpy(X), torch.from_numpy(y)
-    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=1500, history_size=50, tolerance_grad=1e-9,
-                                  tolerance_change=0.0, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(inputs), targets) + 0.5 * L2 * sum(p.pow(2).sum() for p in model.parameters())
-        loss.backward()
-        return loss
-
-    for _ in range(2):
-        optimizer.step(closure)
-    return model.eval()
+    for _ in range(2):  # a second run from where the first stopped
+        train_lbfgs(model, inputs, targets, l2=L2, tol=1e-8, max_iter=1500)
+    return model
 
 
 def write_problem(folder: Path, model: nn.Module, hidden: int, arrays: dict[str, np.ndarray]) -> None:

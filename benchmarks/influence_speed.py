@@ -21,6 +21,7 @@ from torch import nn
 
 from dataworth.evaluation.resources import measure
 from dataworth.influence import InfluenceFunction, ModelTask, as_rows, per_sample_gradients
+from dataworth.influence.models import train_lbfgs
 from publish import publish
 
 N_TRAIN, N_TARGETS = 5000, 1000
@@ -42,16 +43,8 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 def trained_model(X: torch.Tensor, y: torch.Tensor) -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(X.shape[1], HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, 10))
-    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=300, history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(X), y) + 0.5 * L2 * sum(p.pow(2).sum() for p in model.parameters())
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return model.eval()
+    train_lbfgs(model, X, y, l2=L2, tol=1e-6, max_iter=300)
+    return model
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from dataworth.influence.layerif import LayerInfluence, layer_pruning_ratios, magnitude_prune, prunable_sizes
+from dataworth.influence.models import train_lbfgs
 from publish import publish
 
 SEEDS = (0, 1, 2, 3, 4)
@@ -52,18 +53,8 @@ def train_mlp(X: np.ndarray, y: np.ndarray, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(),
                           nn.Linear(128, 64), nn.Tanh(), nn.Linear(64, 10)).double()
-    inputs, targets = torch.as_tensor(X), torch.as_tensor(y)
-    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=3000, tolerance_grad=1e-6, tolerance_change=0,
-                                  history_size=50, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(inputs), targets) + 0.5 * L2 * sum(p.pow(2).sum() for p in model.parameters())
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return model.eval()
+    train_lbfgs(model, torch.as_tensor(X), torch.as_tensor(y), l2=L2, tol=1e-5, max_iter=3000)
+    return model
 
 
 def accuracy(model: nn.Module, data: tuple[np.ndarray, np.ndarray]) -> float:

@@ -3,6 +3,8 @@ import pytest
 import torch
 from torch import nn
 
+from dataworth.influence.models import train_lbfgs
+
 
 def make_mlp(d_in: int, hidden: int, classes: int, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
@@ -20,14 +22,5 @@ def small_problem():
 
 def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 500) -> nn.Module:
     """Full-batch L-BFGS on mean cross-entropy + (l2/2)‖θ‖² (float64) to a stationary point."""
-    optimizer = torch.optim.LBFGS(model.parameters(), max_iter=steps, tolerance_grad=1e-12, tolerance_change=0,
-                                  history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(X), y) + 0.5 * l2 * sum(p.pow(2).sum() for p in model.parameters())
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return model.eval()
+    train_lbfgs(model, X, y, l2=l2, tol=1e-11, max_iter=steps)
+    return model

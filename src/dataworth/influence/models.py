@@ -113,20 +113,27 @@ def _logistic_hessian(design: torch.Tensor, theta: torch.Tensor, binary: bool) -
 def fit_mlp(
     X: np.ndarray, y: np.ndarray, *, hidden: int = 64, l2: float = 1e-3, seed: int = 0, tol: float = 1e-7, max_iter: int = 2000
 ) -> FittedModel:
-    """A Linear–tanh–Linear classifier trained on (1/n) Σ cross-entropy + (λ/2)‖θ‖² by full-batch L-BFGS (float64)
-    until ‖∇R‖ < ``tol`` or ``max_iter`` iterations; smooth, so its Hessian exists everywhere."""
+    """A Linear–tanh–Linear classifier trained by :func:`train_lbfgs` in float64; smooth, so its Hessian exists
+    everywhere."""
     lam = check_non_negative(l2, "l2")
     codes, classes = encode_classes(y, "the training labels")
     features = torch.as_tensor(np.asarray(X, dtype=np.float64))
-    targets = torch.as_tensor(codes)
     torch.manual_seed(check_seed(seed))
     model = nn.Sequential(nn.Linear(features.shape[1], check_int(hidden, "hidden")), nn.Tanh(), nn.Linear(hidden, len(classes))).double()
+    norm = train_lbfgs(model, features, torch.as_tensor(codes), l2=lam, tol=tol, max_iter=max_iter)
+    return FittedModel(model, ModelTask(model, "cross_entropy", l2=lam), classes, norm)
+
+
+def train_lbfgs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, *, l2: float, tol: float = 1e-7, max_iter: int = 2000) -> float:
+    """Train ``model`` in place on R(θ) = (1/n) Σ cross-entropy + (λ/2)‖θ‖² by full-batch L-BFGS (strong Wolfe line
+    search) until every gradient entry is below ``tol``/10 or ``max_iter`` iterations; put it in eval mode and
+    return ‖∇R(θ̂)‖ — influence functions need θ̂ at a stationary point of the objective they are told about."""
     optimizer = torch.optim.LBFGS(model.parameters(), lr=1, max_iter=check_int(max_iter, "max_iter"), tolerance_grad=tol / 10,
                                   tolerance_change=0, history_size=50, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = nn.functional.cross_entropy(model(features), targets) + 0.5 * lam * sum(p.pow(2).sum() for p in model.parameters())
+        loss = nn.functional.cross_entropy(model(X), y) + 0.5 * l2 * sum(p.pow(2).sum() for p in model.parameters())
         loss.backward()
         return loss
 
@@ -134,7 +141,7 @@ def fit_mlp(
     closure()
     norm = float(torch.cat([p.grad.reshape(-1) for p in model.parameters()]).norm())
     model.eval()
-    return FittedModel(model, ModelTask(model, "cross_entropy", l2=lam), classes, norm)
+    return norm
 
 
 def load_model(arch: str, weights: str | os.PathLike) -> nn.Module:
