@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from dataworth.checks import (
 )
 from dataworth.data import as_dataset
 from dataworth.influence.batches import Rows, as_rows
-from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, per_sample_gradients, per_sample_jacobians, stationarity
+from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, chunk_rows, per_sample_gradients, per_sample_jacobians, stationarity
 from dataworth.influence.models import fit_logistic, fit_mlp
 from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver, check_damping
 from dataworth.influence.task import ModelTask
@@ -151,7 +152,7 @@ class InfluenceFunction(Valuator):
         return self
 
     def _prepare_train_side(self) -> None:
-        """Keep the training gradients when they fit in ``max_memory`` (else they are recomputed per use)."""
+        """Keep the training gradients when they take at most a quarter of ``max_memory`` (else they are recomputed per use)."""
         self.train_gradients_ = self._cached_gradients(self.rows_)
 
     def _components(self) -> dict[str, np.ndarray]:
@@ -193,33 +194,43 @@ class InfluenceFunction(Valuator):
 
     def _cached_gradients(self, rows: Rows) -> torch.Tensor | None:
         itemsize = torch.finfo(self.task_.dtype).bits // 8
-        if 2 * rows.n * self.task_.num_params * itemsize > self.max_memory:
-            return None  # recomputed chunk by chunk when needed
+        if 4 * rows.n * self.task_.num_params * itemsize > self.max_memory:
+            return None  # over a quarter of the budget (see attribute): recomputed chunk by chunk when needed
         out = torch.empty(rows.n, self.task_.num_params, dtype=self.task_.dtype, device=self.task_.device)
         for start, block in per_sample_gradients(self.task_, rows, max_memory=self.max_memory):
             out[start:start + len(block)] = block
         return out
 
-    def _train_gradient_chunks(self):
+    def _train_gradient_chunks(self, max_memory: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start, G) for consecutive chunks of training gradients: slices of the cache, or computed within ``max_memory``."""
         if self.train_gradients_ is not None:
-            step = max(1, self.max_memory // (8 * max(1, self.task_.num_params)))
+            step = chunk_rows(self.task_, max_memory, copies=1)
             for start in range(0, self.n_train_, step):
                 yield start, self.train_gradients_[start:start + step]
         else:
-            yield from per_sample_gradients(self.task_, self.rows_, max_memory=self.max_memory)
+            yield from per_sample_gradients(self.task_, self.rows_, max_memory=max_memory)
 
     # -- scores ----------------------------------------------------------------------------------------
 
     def attribute(self, X_test: Any, y_test: Any = None) -> AttributionResult:
         """scores[i, q] = ±(1/n) ∇f_qᵀ (H + δI)⁻¹ g_i (see the module doc for the sign): the predicted effect of
-        removing training row i on target q; positive = row i helps q."""
+        removing training row i on target q; positive = row i helps q.
+
+        Memory stays within ``max_memory`` besides the n × m scores: the preconditioned targets take at most half
+        of it (more targets are taken in groups, the training gradients then read once per group), the gradient
+        chunks a quarter each.
+        """
         self._check_fitted()
         started = time.perf_counter()
         targets = self._target_rows(X_test, y_test)
-        preconditioned = self._preconditioned_targets(targets)
         scores = np.empty((self.n_train_, targets.n))
-        for start, block in self._train_gradient_chunks():
-            scores[start:start + len(block)] = self._score_block(start, block, preconditioned)
+        itemsize = torch.finfo(self.task_.dtype).bits // 8
+        group = max(1, self.max_memory // (2 * self.task_.num_params * itemsize))
+        for first in range(0, targets.n, group):
+            preconditioned = self._preconditioned_targets(targets.subset(np.arange(first, min(first + group, targets.n)))
+                                                          if group < targets.n else targets)
+            for start, block in self._train_gradient_chunks(self.max_memory // 4):
+                scores[start:start + len(block), first:first + len(preconditioned)] = self._score_block(start, block, preconditioned)
         timings = {**self.timings_, "attribute": time.perf_counter() - started}
         return AttributionResult(scores, method=self.method, params=self._params(), timings=timings, train_names=self.names_)
 
@@ -241,10 +252,12 @@ class InfluenceFunction(Valuator):
         return as_rows(features, codes, name="the target data")
 
     def _preconditioned_targets(self, targets: Rows) -> torch.Tensor:
-        """(H + δI)⁻¹∇f_q for every target q, as rows (m×p), signed so that scores are positive = helps."""
-        sign = self.task_.measurement_sign
-        parts = [self.solver_.solve(block) for _, block in per_sample_gradients(self.task_, targets, of="measurement", max_memory=self.max_memory)]
-        return sign * torch.cat(parts) / self.n_train_
+        """(H + δI)⁻¹∇f_q/n for every target q, as rows (m×p), signed so that scores are positive = helps."""
+        out = torch.empty(targets.n, self.task_.num_params, dtype=self.task_.dtype, device=self.task_.device)
+        scale = self.task_.measurement_sign / self.n_train_
+        for start, block in per_sample_gradients(self.task_, targets, of="measurement", max_memory=self.max_memory // 4):
+            out[start:start + len(block)] = self.solver_.solve(block).mul_(scale)
+        return out
 
     def _score_block(self, start: int, gradients: torch.Tensor, preconditioned: torch.Tensor) -> np.ndarray:
         # in the model's dtype: a float32 model gets float32 products (twice as fast, its gradients' own precision)
@@ -256,7 +269,7 @@ class InfluenceFunction(Valuator):
         self._check_fitted()
         if "self_influence_" not in self.__dict__:
             values = np.empty(self.n_train_)
-            for start, block in self._train_gradient_chunks():
+            for start, block in self._train_gradient_chunks(self.max_memory // 4):
                 values[start:start + len(block)] = self._self_block(start, block)
             self.self_influence_ = values
         return ValuationResult(-self.self_influence_, method=f"{self.method}:self", params=self._params(), names=self.names_)
@@ -325,8 +338,8 @@ class RescaledInfluence(InfluenceFunction):
         self.leverages_ = torch.cat(leverages).cpu().numpy()
         self.self_influence_ = torch.cat(self_values).cpu().numpy()
 
-    def _train_gradient_chunks(self):
-        for start, J, _, _ in per_sample_jacobians(self.task_, self.rows_, max_memory=self.max_memory):
+    def _train_gradient_chunks(self, max_memory: int) -> Iterator[tuple[int, torch.Tensor]]:
+        for start, J, _, _ in per_sample_jacobians(self.task_, self.rows_, max_memory=max_memory):
             # the rescaled "gradient" J_iᵀc_i: H⁻¹ of it is H_{−i}⁻¹g_i
             yield start, torch.einsum("bcp,bc->bp", J.to(torch.float64), self.coefficients_[start:start + len(J)])
 

@@ -135,7 +135,7 @@ class LayerInfluence(InfluenceFunction):
         self._check_fitted()
         direction = self._validation_direction(self._target_rows(X_val, y_val))
         out = torch.zeros(self.n_train_, len(self.layers_), dtype=torch.float64, device=direction.device)
-        for start, block in self._train_gradient_chunks():
+        for start, block in self._train_gradient_chunks(self.max_memory // 4):
             out[start:start + len(block)].index_add_(1, self.layer_of_parameter_, block.to(torch.float64) * direction)
         return pd.DataFrame(out.cpu().numpy(), columns=pd.Index(self.layers_, name="layer"))
 
@@ -159,7 +159,7 @@ class LayerInfluence(InfluenceFunction):
         started = time.perf_counter()
         preconditioned = self._preconditioned_targets(self._target_rows(X_test, y_test)).to(torch.float64)
         scores = {layer: np.empty((self.n_train_, len(preconditioned))) for layer in self.layers_}
-        for start, block in self._train_gradient_chunks():
+        for start, block in self._train_gradient_chunks(self.max_memory // 4):
             block = block.to(torch.float64)
             for layer in self.layers_:
                 index = self.solver_.indices_[layer].to(block.device)
