@@ -198,4 +198,4 @@ def test_valuation_contract_and_warnings(trained_mlp):
         InfluenceFunction(model, solver="cg", l2=0.01).fit(X, y).attribute(Xt, yt + 5)
     with pytest.raises(InputError, match="no option 'depth'"):
         InfluenceFunction(model, solver="cg", solver_options={"depth": 3}).fit(X, y)
-    assert isinstance(InfluenceFunction(model, solver=CGSolver(damping=0.5)).fit(X, y).solver_, CGSolver)
+    assert isinstance(InfluenceFunction(model, l2=0.01, solver=CGSolver(damping=0.5)).fit(X, y).solver_, CGSolver)
