@@ -76,6 +76,8 @@ def test_chunking_and_loaders_give_the_same_gradients(small_problem):
     loader = torch.utils.data.DataLoader(dataset, batch_size=7)
     from_loader = gradient_matrix(task, as_rows(loader, name="train"))
     from_dataset = gradient_matrix(task, as_rows(dataset, name="train"))
+    picked = as_rows(loader, name="train").subset(np.array([3, 1, 20]))  # rows of a loader, read once
+    assert torch.equal(picked.inputs, X[[3, 1, 20]]) and torch.equal(picked.targets, y[[3, 1, 20]])
     for other in (tiny, from_loader, from_dataset):
         assert torch.equal(whole, other) or torch.allclose(whole, other, rtol=0, atol=1e-15)
 

@@ -7,7 +7,7 @@ every loop over them is a plain map whose results do not depend on the batch siz
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ class Rows:
     targets: torch.Tensor | None = None
     dataset: Dataset | None = None
     loader: DataLoader | None = None
+    _loaded: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, Any, Any]]:
         """(start, inputs, targets) for consecutive batches; a loader keeps its own batch size."""
@@ -52,18 +53,20 @@ class Rows:
         return self if count >= self.n else self.subset(np.arange(count))
 
     def subset(self, index: np.ndarray) -> Rows:
-        """The rows at ``index`` (in that order), read into memory."""
+        """The rows at ``index`` (in that order), in memory. A DataLoader is read once, on the first call."""
         index = np.asarray(index, dtype=np.int64)
-        if self.inputs is not None:
-            return Rows(self.name, len(index), self.inputs[index], self.targets[index])
-        if self.loader is not None:
-            chunks = list(self.batches(0))
-            inputs = torch.cat([torch.as_tensor(x) for _, x, _ in chunks])
-            targets = torch.cat([torch.as_tensor(y) for _, _, y in chunks])
-            return Rows(self.name, len(index), inputs[index], targets[index])
-        items = [_pair(self.dataset[int(i)], self.name) for i in index]
-        return Rows(self.name, len(index), torch.stack([torch.as_tensor(x) for x, _ in items]),
-                    torch.stack([torch.as_tensor(y) for _, y in items]))
+        if self.inputs is None and self.loader is None:
+            items = [_pair(self.dataset[int(i)], self.name) for i in index]
+            return Rows(self.name, len(index), torch.stack([torch.as_tensor(x) for x, _ in items]),
+                        torch.stack([torch.as_tensor(y) for _, y in items]))
+        inputs, targets = self._read_loader() if self.inputs is None else (self.inputs, self.targets)
+        return Rows(self.name, len(index), inputs[index], targets[index])
+
+    def _read_loader(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._loaded is None:
+            chunks = [(torch.as_tensor(x), torch.as_tensor(y)) for _, x, y in self.batches(1)]
+            self._loaded = (torch.cat([x for x, _ in chunks]), torch.cat([y for _, y in chunks]))
+        return self._loaded
 
 
 def as_rows(data: Any, targets: Any = None, *, name: str) -> Rows:

@@ -43,13 +43,11 @@ def per_sample_gradients(
     rows: Rows,
     *,
     of: Of = "loss",
-    targets: torch.Tensor | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (start, G) with G the b×p per-sample gradients of consecutive rows, in row order.
 
-    ``of`` chooses the loss or the task's measurement; ``targets`` (n rows) replaces the rows' own targets
-    (the Fisher's sampled labels). Batches follow ``max_memory``; a DataLoader's own batches are split
+    ``of`` chooses the loss or the task's measurement. Batches follow ``max_memory``; a DataLoader's own batches are split
     further when they would not fit. Gradients are in the model's dtype and on its device.
     """
     check_choice(of, "of", ("loss", "measurement"))
@@ -57,7 +55,7 @@ def per_sample_gradients(
     gradient = _sample_gradient(task, of)
     shape = None
     for start, inputs, labels in rows.batches(size):
-        inputs, labels = task.prepare(inputs, labels if targets is None else targets[start:start + len(inputs)])
+        inputs, labels = task.prepare(inputs, labels)
         shape = task.output_shape(inputs) if shape is None else shape
         task.check_targets(shape, labels, rows.name)
         for offset in range(0, len(inputs), size):

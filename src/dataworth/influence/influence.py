@@ -231,7 +231,8 @@ class InfluenceFunction(Valuator):
                                                           if group < targets.n else targets)
             for start, block in self._train_gradient_chunks(self.max_memory // 4):
                 scores[start:start + len(block), first:first + len(preconditioned)] = self._score_block(start, block, preconditioned)
-        timings = {**self.timings_, "attribute": time.perf_counter() - started}
+        attributed = time.perf_counter() - started
+        timings = {**self.timings_, "attribute": attributed, "total": self.timings_["fit"] + attributed}
         return AttributionResult(scores, method=self.method, params=self._params(), timings=timings, train_names=self.names_)
 
     def _target_rows(self, X_test: Any, y_test: Any) -> Rows:
