@@ -3,7 +3,7 @@
 from dataworth.api import value
 from dataworth.checks import DataworthError, DataworthWarning, FileFormatError, InputError
 from dataworth.data import Dataset, load_dataset
-from dataworth.influence import InfluenceFunction, ModelTask, RescaledInfluence
+from dataworth.influence import TRAK, AirRep, InfluenceFunction, ModelTask, RescaledInfluence, TracIn
 from dataworth.methods import METHODS
 from dataworth.result import AttributionResult, ValuationResult
 from dataworth.valuation import (
@@ -28,10 +28,13 @@ from dataworth.valuation import (
 
 __all__ = [
     "METHODS",
+    "AirRep",
     "AttributionResult",
     "InfluenceFunction",
     "ModelTask",
     "RescaledInfluence",
+    "TRAK",
+    "TracIn",
     "BernoulliSampler",
     "BetaShapley",
     "ConfidentLearning",

@@ -45,7 +45,7 @@ RESERVED_PARAMS = {"bandwidth": "--bandwidth", "label_kernel": "--label-kernel",
 TORCH_NOISE = "`torch.jit.script` is deprecated"
 #: Estimator parameters that may take a Python object (a model, a stopping rule): set in Python, not as
 #: text, unless the method's default for them is text (cleanlab's model="logistic" | "knn").
-OBJECT_PARAMS = ("estimator", "model", "stopping", "solver", "solver_options")
+OBJECT_PARAMS = ("estimator", "model", "models", "checkpoints", "learning_rates", "stopping", "solver", "solver_options")
 
 
 def _text_params(method: str) -> list[str]:

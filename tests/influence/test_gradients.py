@@ -95,7 +95,7 @@ def test_projection_keeps_inner_products_within_the_jl_bound(kind):
     rng = np.random.default_rng(0)
     X = torch.as_tensor(rng.normal(size=(40, 3000)))
     k = 2000
-    projection = RandomProjection(3000, k, kind=kind, seed=3, max_memory=8 * k * 256)  # 12 blocks of rows
+    projection = RandomProjection(3000, k, kind=kind, seed=3, block_bytes=8 * k * 256)  # 12 blocks of rows
     Z = projection.project(X)
     exact, approx = X @ X.T, Z @ Z.T
     norms = X.norm(dim=1)
@@ -103,14 +103,14 @@ def test_projection_keeps_inner_products_within_the_jl_bound(kind):
     epsilon = 4 * np.sqrt(np.log(len(X)) / k)
     assert torch.all((approx - exact).abs() <= epsilon * torch.outer(norms, norms))
     # and the same P whichever way the rows of X are split, whatever the block size
-    again = RandomProjection(3000, k, kind=kind, seed=3, max_memory=8 * k * 256).project(X[:7])
+    again = RandomProjection(3000, k, kind=kind, seed=3, block_bytes=8 * k * 256).project(X[:7])
     assert torch.allclose(again, Z[:7], rtol=0, atol=1e-12)
     if kind == "rademacher":
         assert torch.allclose(projection.block(0).abs(), torch.full((256, k), k ** -0.5, dtype=torch.float64))
 
 
 def test_projection_lift_is_the_transpose():
-    projection = RandomProjection(500, 20, seed=1, max_memory=8 * 20 * 64)
+    projection = RandomProjection(500, 20, seed=1, block_bytes=8 * 20 * 64)
     x, z = torch.randn(3, 500, dtype=torch.float64), torch.randn(3, 20, dtype=torch.float64)
     assert torch.allclose((projection.project(x) * z).sum(1), (x * projection.lift(z)).sum(1), atol=1e-12)
 

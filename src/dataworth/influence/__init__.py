@@ -1,6 +1,7 @@
 """Gradient-based attribution for PyTorch models: the model task, per-sample gradients, projections, ghost dot
-products, inverse-curvature solvers, and the influence-function family."""
+products, inverse-curvature solvers, the influence-function family, TracIn and TRAK."""
 
+from dataworth.influence.airrep import AirRep
 from dataworth.influence.batches import Rows, as_rows
 from dataworth.influence.curvature import Curvature
 from dataworth.influence.ghost import ghost_inner_products, ghost_squared_norms
@@ -11,8 +12,11 @@ from dataworth.influence.layerif import BlockDiagonalSolver, LayerInfluence, lay
 from dataworth.influence.models import fit_logistic, fit_mlp
 from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver
 from dataworth.influence.task import ModelTask
+from dataworth.influence.tracin import TracIn
+from dataworth.influence.trak import TRAK
 
 __all__ = [
+    "AirRep",
     "ASTRASolver",
     "ArnoldiSolver",
     "BlockDiagonalSolver",
@@ -29,6 +33,8 @@ __all__ = [
     "RescaledInfluence",
     "Rows",
     "Solver",
+    "TRAK",
+    "TracIn",
     "as_rows",
     "fit_logistic",
     "fit_mlp",

@@ -26,6 +26,8 @@ from dataworth.influence.task import ModelTask
 
 #: Default memory budget (bytes) for a chunk of per-sample gradients and a block of a projection.
 DEFAULT_MAX_MEMORY = 1 << 30
+#: Bytes of one block of a random projection matrix (see RandomProjection): fixed, so P depends only on its seed.
+PROJECTION_BLOCK_BYTES = 1 << 24
 #: vmap(grad) holds a few copies of each per-sample gradient (activations, grads, the flattened copy).
 _WORKING_COPIES = 4
 
@@ -114,16 +116,18 @@ class RandomProjection:
     """x ↦ Pᵀx for P ∈ ℝ^{p×k}: entries N(0, 1/k) (``"gaussian"``) or ±1/√k (``"rademacher"``), so that
     E[PPᵀ] = I and inner products are kept in expectation (variance ≤ 2‖x‖²‖y‖²/k for Gaussian P).
 
-    P is never held whole: rows of P are generated in blocks of ``block_rows`` from the seed
-    (seed, block index), and :meth:`project` accumulates Σ_blocks X[:, block] P[block] in float64.
+    P is never held whole: rows of P are generated in blocks of ``block_rows`` (as many as fit in ``block_bytes``
+    of float64) from the seed (seed, block index), and :meth:`project` accumulates Σ_blocks X[:, block] P[block]
+    in float64. P is a function of (seed, kind, block_bytes) only — never of a method's memory budget — so the
+    same seed gives the same P wherever it is used.
     """
 
-    def __init__(self, dim: int, k: int, *, kind: str = "gaussian", seed: int = 0, max_memory: int = DEFAULT_MAX_MEMORY) -> None:
+    def __init__(self, dim: int, k: int, *, kind: str = "gaussian", seed: int = 0, block_bytes: int = PROJECTION_BLOCK_BYTES) -> None:
         self.dim = check_int(dim, "dim")
         self.k = check_int(k, "k (projection dimension)")
         self.kind = check_choice(kind, "kind", ("gaussian", "rademacher"))
         self.seed = check_seed(seed)
-        self.block_rows = max(1, min(self.dim, int(max_memory) // (8 * self.k)))
+        self.block_rows = max(1, min(self.dim, int(block_bytes) // (8 * self.k)))
 
     def block(self, index: int, *, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> torch.Tensor:
         """Rows [index·b, (index+1)·b) of P."""

@@ -33,18 +33,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dataworth.checks import (
-    DataworthWarning,
-    InputError,
-    check_features,
-    check_labelled_training_set,
-    check_labels,
-    encode_labels,
-)
-from dataworth.data import as_dataset
+from dataworth.checks import DataworthWarning, InputError
 from dataworth.influence.batches import Rows, as_rows
+from dataworth.influence.builtin import fit_built_in, labelled_table, target_rows, training_rows
 from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, chunk_rows, per_sample_gradients, per_sample_jacobians, stationarity
-from dataworth.influence.models import fit_logistic, fit_mlp
 from dataworth.influence.solvers import ArnoldiSolver, CGSolver, ExplicitSolver, LiSSASolver, Solver, check_damping
 from dataworth.influence.task import ModelTask
 from dataworth.result import AttributionResult, ValuationResult
@@ -52,8 +44,6 @@ from dataworth.valuation.base import Valuator
 
 #: ‖∇R(θ̂)‖ / mean‖g_i‖ above which θ̂ is not treated as a minimizer (a warning says so).
 STATIONARY_RATIO = 1e-2
-#: The built-in models ``model=`` may name; they are trained on the rows given to ``fit``.
-BUILT_IN_MODELS = ("mlp", "logistic")
 #: Leverages are clipped to at most this (so 1 − h stays positive) with a warning.
 MAX_LEVERAGE = 1 - 1e-6
 
@@ -160,19 +150,13 @@ class InfluenceFunction(Valuator):
 
     def _train_built_in(self, X: Any, y: Any) -> tuple[Rows, ModelTask]:
         """Train the built-in model named by ``model`` on a labelled 2-D feature table; rows hold label codes."""
-        if self.model not in BUILT_IN_MODELS:
-            raise InputError(f"unknown model {self.model!r}; pass an nn.Module, a ModelTask, or one of {', '.join(BUILT_IN_MODELS)}")
-        features, labels, self.names_ = check_labelled_training_set(X, y, method=self.method, why=f"the built-in {self.model} is a classifier")
-        features = features.astype(np.float64)
-        if self.model == "logistic":
-            fitted = fit_logistic(features, labels, l2=self.l2)
-        else:
-            fitted = fit_mlp(features, labels, l2=self.l2, seed=self.seed)
+        features, labels, self.names_ = labelled_table(X, y, model=self.model, method=self.method)
+        fitted = fit_built_in(self.model, features, labels, l2=self.l2, seed=self.seed)
         self.model_, self.classes_ = fitted.model, fitted.classes
         task = fitted.task
         if self.measurement is not None:
             task = ModelTask(fitted.model, task.loss_name, measurement=self.measurement, l2=task.l2)
-        return as_rows(features, encode_labels(labels, fitted.classes, "the training labels"), name="the training data"), task
+        return training_rows(features, labels, fitted.classes), task
 
     def _solver(self) -> Solver:
         if isinstance(self.solver, Solver):
@@ -238,19 +222,7 @@ class InfluenceFunction(Valuator):
     def _target_rows(self, X_test: Any, y_test: Any) -> Rows:
         if not isinstance(self.model, str):
             return as_rows(X_test, y_test, name="the target data")
-        data = as_dataset(X_test, y_test, "the target data")
-        features = check_features(data.X, "the target data").numpy().astype(np.float64)
-        if features.shape[1] != self.rows_.inputs.shape[1]:
-            raise InputError(f"the target data has {features.shape[1]} feature columns; the model was trained on {self.rows_.inputs.shape[1]}")
-        if data.y is None:
-            raise InputError("the target data needs labels (an .npz holds them as the array 'y')")
-        labels = check_labels(data.y, len(features), "the target labels")
-        try:
-            codes = encode_labels(labels, self.classes_, "the target labels")
-        except InputError:
-            raise InputError(f"the target labels include classes the model was not trained on; its classes are "
-                             f"{', '.join(map(str, self.classes_[:10]))}") from None
-        return as_rows(features, codes, name="the target data")
+        return target_rows(X_test, y_test, width=self.rows_.inputs.shape[1], classes=self.classes_)
 
     def _preconditioned_targets(self, targets: Rows) -> torch.Tensor:
         """(H + δI)⁻¹∇f_q/n for every target q, as rows (m×p), signed so that scores are positive = helps."""

@@ -44,8 +44,12 @@ def encode_classes(y: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), classes
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, *, l2: float, tol: float = 1e-10, max_iter: int = 100) -> FittedModel:
-    """Newton's method on Σ_i ℓ_i(θ) + (λ/2)‖θ‖² (λ = ``l2`` > 0, intercept penalized), float64.
+def fit_logistic(
+    X: np.ndarray, y: np.ndarray, *, l2: float, tol: float = 1e-10, max_iter: int = 100, start: nn.Linear | None = None
+) -> FittedModel:
+    """Newton's method on Σ_i ℓ_i(θ) + (λ/2)‖θ‖² (λ = ``l2`` > 0, intercept penalized), float64, from θ = 0 or
+    from the weights of ``start`` (a model this function returned for the same classes: a warm start, which
+    reaches the same unique minimizer in fewer steps).
 
     The returned task is in mean form, R = (1/n) Σ ℓ_i + (λ/(2n))‖θ‖², which has the same minimizer; its
     influence (1/n)∇fᵀH_R⁻¹g_i equals ∇fᵀH_sum⁻¹g_i, the sum-form one-step Newton removal.
@@ -61,6 +65,10 @@ def fit_logistic(X: np.ndarray, y: np.ndarray, *, l2: float, tol: float = 1e-10,
     design = torch.cat([features, torch.ones(n, 1, dtype=torch.float64)], 1)  # x̃ = [x, 1]
     targets = torch.as_tensor(codes)
     theta = torch.zeros(outputs, d + 1, dtype=torch.float64)
+    if start is not None:
+        if tuple(start.weight.shape) != (outputs, d):
+            raise InputError(f"the warm start has weights of shape {tuple(start.weight.shape)}; this problem needs {(outputs, d)}")
+        theta = torch.cat([start.weight.detach(), start.bias.detach()[:, None]], 1).to(torch.float64)
 
     def objective(theta: torch.Tensor) -> torch.Tensor:
         logits = design @ theta.T
