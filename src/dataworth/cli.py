@@ -27,7 +27,7 @@ from dataworth.checkpoint import Checkpoint
 from dataworth.checks import DataworthError, DataworthWarning, InputError, check_choice, check_fraction, check_int, check_positive
 from dataworth.data import TABLE_SUFFIXES, check_not_inputs, check_output_path, load_datasets, write_together
 from dataworth.methods import METHODS
-from dataworth.report.files import report_from_files
+from dataworth.report.files import attribution_report_from_files, report_from_files
 from dataworth.report.plots import method_bars
 from dataworth.result import sidecar_path
 from dataworth.valuation import ONLINE_METHODS, Valuator, load_state
@@ -275,21 +275,32 @@ def demo(
 @app.command()
 @_reports_errors
 def report(
-    values: Annotated[str, typer.Argument(help="Values written by 'dataworth value' (.csv or .parquet).")],
+    values: Annotated[str, typer.Argument(help="Values written by 'dataworth value' (.csv or .parquet), or attributions (.npz).")],
     train: Annotated[str, typer.Option("--train", help="The training data the values belong to.")],
     out: Annotated[str, typer.Option("--out", help="The report (.html).")],
     mask: Annotated[str | None, typer.Option("--mask", help=".npy: per-row corrupted flags (bool or 0/1) or group names.")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Clean held-out data: adds point-removal curves.")] = None,
+    targets: Annotated[str | None, typer.Option("--targets", help="With attributions: the target rows they attribute.")] = None,
+    target_row: Annotated[int, typer.Option("--target-row", help="With attributions: the target row to explain.")] = 0,
     label_column: LabelColumn = None,
     feature_columns: FeatureColumns = None,
     drop_columns: DropColumns = None,
     id_column: IdColumn = None,
 ) -> None:
-    """Write an HTML report: value distribution, ROC and removal curves, the lowest-valued rows.
+    """Write an HTML report: value distribution, ROC and removal curves, the lowest-valued rows; or, for an
+    attribution file (.npz, with --targets), the most helpful and most harmful training rows of one target row.
 
     Rows are shown as images when TRAIN is an .npz with an 'images' array (n × h × w), as text when it
     has a 'texts' array, and as feature rows otherwise.
     """
+    if Path(values).suffix.lower() == ".npz":
+        if targets is None:
+            raise InputError("an attribution file (.npz) needs --targets: the target rows it attributes")
+        check_int(target_row, "--target-row", minimum=0)
+        check_not_inputs({"--out": out}, {"ATTRIBUTIONS": values, "--train": train, "--targets": targets})
+        out_path = attribution_report_from_files(values, train, targets, out, target_row=target_row)
+        console.print(f"wrote {out_path}")
+        return
     inputs = {"VALUES": values, "--train": train, "--mask": mask, "--reference": reference}
     check_not_inputs({"--out": out}, {**inputs, "the values' sidecar": sidecar_path(Path(values))})
     columns = _column_options(label_column, feature_columns, drop_columns, id_column)
@@ -353,6 +364,77 @@ def bench_detect(
         table.add_row(row[("method", "")], *cells, f"{row[('seconds', 'mean')]:.2f}")
     console.print(table)
     console.print(f"wrote {outputs['results.json']} and {outputs['detection.png']}")
+
+
+@bench.command("attribute")
+@_reports_errors
+def bench_attribute(
+    dataset: Annotated[str, typer.Option("--dataset", help="digits, breast_cancer, wine, iris, mnist-effnet, fashion-effnet, bbc-minilm, or a labelled file.")] = "digits",
+    model: Annotated[str, typer.Option("--model", help="The model retrained for the ground truth and attributed: logistic or mlp.")] = "logistic",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated: if-SOLVER (if-ekfac, if-cg, ...), rif, tracin, trak, airrep, and any valuation method.")] = "if-ekfac,rif,tracin,trak,airrep,kairos,knn-shapley",
+    noise: Annotated[str, typer.Option("--noise", help="Label noise planted in the training rows, KIND:FRACTION (label-flip, confusion-flip, pair-flip, annotator).")] = "label-flip:0.1",
+    subsets: Annotated[int, typer.Option("--subsets", help="Random subsets retrained for LDS.")] = 100,
+    training_subsets: Annotated[int | None, typer.Option("--training-subsets", help="Further subsets for learned methods (airrep); default: --subsets when one is named.")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="Fraction of the training rows in each subset.")] = 0.5,
+    seeds: Annotated[int, typer.Option("--seeds", help="Training seeds averaged in the ground truth (one for a convex model), and method seeds.")] = 3,
+    loo_rows: Annotated[int, typer.Option("--loo-rows", help="Training rows removed one at a time for LOO ground truth.")] = 50,
+    max_train: Annotated[int | None, typer.Option("--max-train", help="Cap on training rows.")] = None,
+    max_targets: Annotated[int | None, typer.Option("--max-targets", help="Cap on target rows (held-out rows).")] = None,
+    l2: Annotated[float | None, typer.Option("--l2", help="Regularization of the model (default: 1.0 sum-form for logistic, 1e-3 weight decay for mlp).")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", help="Processes retraining in parallel.")] = 1,
+    target_row: Annotated[int, typer.Option("--target-row", help="The target shown in the report with its most helpful and harmful training rows.")] = 0,
+    out: Annotated[str, typer.Option("--out", help="Directory for results.json, summary.json, plots, report.html and the attributions.")] = "attribution",
+) -> None:
+    """Score attribution and valuation methods against retraining: LDS, LOO correlation, detection AUROC, time, memory.
+
+    Every finished retraining and method run is kept in OUT/attribution.partial.jsonl until the results are
+    written, so an interrupted run, started again with the same options, resumes where it stopped.
+    """
+    from dataworth.evaluation.attribution_bench import build_benchmark, parse_methods, run_methods, summarize
+    from dataworth.report.attribution import benchmark_files
+
+    specs = parse_methods(methods)
+    check_choice(model, "--model", ("logistic", "mlp"))
+    for value, name in ((subsets, "--subsets"), (seeds, "--seeds"), (loo_rows, "--loo-rows"), (jobs, "--jobs")):
+        check_int(value, name)
+    learned = any(spec.family == "learned" for spec in specs)
+    training_subsets = (subsets if learned else 0) if training_subsets is None else check_int(training_subsets, "--training-subsets", minimum=0)
+    if learned and not training_subsets:
+        raise InputError("airrep learns from retrained subsets: give --training-subsets > 0")
+    check_int(target_row, "--target-row", minimum=0)
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out must be a directory; {out_dir} is a file")
+    check_not_inputs({"--out": out_dir / "results.json"}, {"--dataset": dataset if Path(dataset).suffix else None})
+    with _directory_kept_only_if_used(out_dir):
+        checkpoint = Checkpoint(out_dir / "attribution.partial.jsonl")
+        if checkpoint.resumed:
+            console.print(f"resuming: {checkpoint.resumed} finished item(s) in {checkpoint.path} (delete it to start over)")
+        bench = build_benchmark(dataset, model=model, noise=noise, l2=l2, subsets=subsets, training_subsets=training_subsets,
+                                alpha=alpha, seeds=seeds, loo_rows=loo_rows, max_train=max_train, max_targets=max_targets,
+                                n_jobs=jobs, checkpoint=checkpoint, progress=True)
+        if target_row >= bench.problem.n_targets:
+            raise InputError(f"--target-row must be below the {bench.problem.n_targets} targets")
+        results, attributions = run_methods(bench, specs, seeds=seeds, checkpoint=checkpoint)
+        files = benchmark_files(out_dir, bench, results, attributions, target=target_row)
+        (out_dir / "attributions").mkdir(exist_ok=True)
+        written = write_together(files)
+        checkpoint.remove()
+    table = Table(title=f"{bench.name}: attribution against retraining ({len(bench.evaluation.subsets)} LDS subsets, "
+                        f"{len(bench.loo.rows)} LOO rows, {seeds} seeds)")
+    for column in ("method", "LDS", "LOO Pearson", "LOO Spearman", "AUROC", "seconds", "peak GiB"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for _, row in summarize(results).iterrows():
+        cells = [_mean_std(row, m) for m in ("lds", "loo_pearson", "loo_spearman", "auroc")]
+        table.add_row(row[("method", "")], *cells, f"{row[('seconds', 'mean')]:.2f}", f"{row[('peak_rss_gib', 'mean')]:.2f}")
+    console.print(table)
+    console.print(f"wrote {len(written)} files in {out_dir}; report: {out_dir / 'report.html'}")
+
+
+def _mean_std(row: Any, metric: str) -> str:
+    """``mean ± std`` of a summary row's metric (the mean alone when there is one seed)."""
+    mean, std = row[(metric, "mean")], row[(metric, "std")]
+    return f"{mean:.3f}" if std != std else f"{mean:.3f} ± {std:.3f}"
 
 
 @contextlib.contextmanager

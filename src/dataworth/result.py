@@ -270,17 +270,22 @@ class AttributionResult:
     def save(self, path: str | os.PathLike) -> Path:
         """Write an ``.npz`` archive (no pickle): ``scores``, names when set, and the metadata as JSON text."""
         path = check_output_path(path, "the attribution file", (".npz",))
-        meta = json.dumps({"method": self.method, "params": self.params, "timings": self.timings}, default=jsonable)
-        arrays: dict[str, np.ndarray] = {"scores": self.scores, "meta": np.array(meta)}
-        for what in ("train_names", "target_names"):
-            if getattr(self, what) is not None:
-                arrays[what] = np.asarray(getattr(self, what))
+        arrays = self.arrays()
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **arrays)
 
         return write_together({path: write})[0]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What :meth:`save` writes: ``scores``, names when set, and the metadata as JSON text (``meta``)."""
+        meta = json.dumps({"method": self.method, "params": self.params, "timings": self.timings}, default=jsonable)
+        arrays: dict[str, np.ndarray] = {"scores": self.scores, "meta": np.array(meta)}
+        for what in ("train_names", "target_names"):
+            if getattr(self, what) is not None:
+                arrays[what] = np.asarray(getattr(self, what))
+        return arrays
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AttributionResult:

@@ -135,6 +135,13 @@ class SubsetOutcomes:
         """m × T: the losses averaged over seeds."""
         return self.losses.mean(axis=1)
 
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the subsets and their measured losses."""
+        digest = hashlib.sha256(np.packbits(self.subsets).tobytes())
+        digest.update(np.ascontiguousarray(self.losses).tobytes())
+        return digest.hexdigest()[:16]
+
 
 @dataclass
 class LOOTruth:

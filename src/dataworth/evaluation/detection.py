@@ -34,7 +34,7 @@ class DetectionTask:
     """Corrupted training rows (``X``, ``y``, ``corrupted`` mask) and the clean reference set.
 
     ``rows`` are the dataset indices of the training rows (appended duplicates and out-of-distribution
-    rows have none).
+    rows have none), ``reference_rows`` those of the reference rows.
     """
 
     rows: np.ndarray
@@ -43,6 +43,7 @@ class DetectionTask:
     X_ref: np.ndarray
     y_ref: np.ndarray
     corrupted: np.ndarray
+    reference_rows: np.ndarray | None = None
 
 
 def parse_corruption(spec: str) -> tuple[str, float]:
@@ -91,7 +92,7 @@ def make_task(data: EvaluationSet, kind: str, fraction: float, *, seed: int, max
         X, y, mask = c.add_out_of_distribution(X, y, data.outliers(), fraction, seed=seed)
     else:
         raise InputError(f"unknown corruption {kind!r}; available: {', '.join(CORRUPTIONS)}")
-    return DetectionTask(train, X, y, np.asarray(data.X[ref], dtype=np.float64), data.y[ref], mask)
+    return DetectionTask(train, X, y, np.asarray(data.X[ref], dtype=np.float64), data.y[ref], mask, ref)
 
 
 def _backdoor(data: EvaluationSet, train: np.ndarray, X: np.ndarray, y: np.ndarray, fraction: float, seed: int):

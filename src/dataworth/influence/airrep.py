@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
 from dataworth.checks import (
@@ -74,7 +75,7 @@ LOSSES = ("ranknet", "listwise")
 _CHUNK_ENTRIES = 1 << 22
 
 
-class AirRep:
+class AirRep(BaseEstimator):
     """Learned representations whose inner products predict influence, trained on measured subset outcomes.
 
     See the module doc for the formulas. Use :meth:`fit_subsets` on retraining outcomes, then :meth:`attribute`

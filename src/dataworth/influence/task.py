@@ -140,10 +140,11 @@ class ModelTask:
         return out
 
     def blocks(self) -> dict[str, list[str]]:
-        """The parameter names of each module that owns counted parameters (LayerIF's layers), in order."""
+        """The parameter names of each module that owns counted parameters (LayerIF's layers), in order; a model that is
+        itself one layer (an nn.Linear) has the one block ""."""
         out: dict[str, list[str]] = {}
         for name in self.parameter_names:
-            out.setdefault(name.rpartition(".")[0] or name, []).append(name)
+            out.setdefault(name.rpartition(".")[0], []).append(name)  # "" for the root module's own parameters
         return out
 
     # -- functional forward ---------------------------------------------------------------------------

@@ -15,7 +15,9 @@ from dataworth.checks import InputError, check_features, check_labels, check_sam
 from dataworth.data import Dataset, check_output_path, load_array, load_datasets, load_npz_extras
 from dataworth.evaluation.metrics import removal_curve
 from dataworth.report.html import write_report
-from dataworth.result import ValuationResult
+from dataworth.evaluation.attribution_bench import RowDisplay
+from dataworth.report.attribution import write_attribution_report
+from dataworth.result import AttributionResult, ValuationResult
 
 REMOVAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -105,3 +107,32 @@ def groups_from_mask(mask: np.ndarray) -> np.ndarray:
     if mask.dtype.kind in "US":
         return mask.astype(str)
     raise InputError(f"MASK must hold booleans, 0/1 integers or group names; got {mask.dtype} values")
+
+
+def attribution_report_from_files(
+    attribution: str | os.PathLike,
+    train: str | os.PathLike,
+    targets: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    target_row: int,
+    k: int = 8,
+) -> Path:
+    """Write ``out`` (.html): target ``target_row`` of ``targets`` and its ``k`` most helpful and most harmful rows
+    of ``train`` by the attribution file (written by ``AttributionResult.save`` or ``dataworth bench attribute``).
+    Rows are images / texts / feature rows as in :func:`report_from_files`."""
+    out_path = check_output_path(out, "--out", (".html",))
+    result = AttributionResult.load(attribution)
+    displays = []
+    for path, what, count in ((train, "TRAIN", result.shape[0]), (targets, "--targets", result.shape[1])):
+        data = load_datasets({what: path})[what]
+        features = check_features(data.X, what).numpy()
+        if len(features) != count:
+            raise InputError(f"{what} has {count_noun(len(features), 'row')} but the attribution file has {count} along that axis")
+        labels = None if data.y is None else check_labels(data.y, len(features), f"{what}'s labels")
+        extras = load_npz_extras(path, ("images", "texts"))
+        texts = None if "texts" not in extras else [str(t) for t in extras["texts"]]
+        displays.append(RowDisplay(labels=labels, images=extras.get("images"), texts=texts, features=features,
+                                   feature_names=data.columns))
+    return write_attribution_report(out_path, title=f"dataworth attribution: {Path(attribution).name}", results={result.method: result},
+                                    target=target_row, train=displays[0], targets=displays[1], k=k)

@@ -108,6 +108,41 @@ def method_bars(summary: pd.DataFrame, *, title: str) -> bytes:
     return _png(fig)
 
 
+def attribution_bars(summary: pd.DataFrame, *, title: str) -> bytes:
+    """Mean ± std LDS, LOO Pearson correlation and mean seconds per method, from an attribution summary table."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    names = summary[("method", "")].tolist()
+    for ax, (metric, label, colour) in zip(axes[:2], (("lds", "LDS (Spearman)", "#4c72b0"), ("loo_pearson", "LOO Pearson", "#55a868")),
+                                           strict=True):
+        ax.bar(names, summary[(metric, "mean")].fillna(0), yerr=summary[(metric, "std")].fillna(0), color=colour, capsize=3)
+        ax.axhline(0, color="#888", linewidth=0.8)
+        ax.set_ylabel(label)
+    axes[2].bar(names, summary[("seconds", "mean")], color="#dd8452")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("seconds per method run")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=40)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def loo_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Measured against predicted leave-one-out change of the mean target loss, one panel per method."""
+    count = len(points)
+    columns = min(4, count)
+    rows = (count + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2.8 * columns, 2.6 * rows), squeeze=False)
+    for ax, (name, (predicted, actual)) in zip(axes.flat, points.items(), strict=False):
+        ax.scatter(predicted, actual, s=10, color="#4c72b0")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("retrained", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    return _png(fig)
+
+
 def _ordered_groups(groups: np.ndarray) -> list[str]:
     names = sorted(set(groups.tolist()))
     return sorted(names, key=lambda g: g != "clean")
