@@ -43,3 +43,4 @@ bench: bench-data
 	$(PY) benchmarks/influence_detection.py
 	$(PY) benchmarks/influence_speed.py
 	$(PY) benchmarks/layerif_pruning.py
+	$(PY) benchmarks/attribution_all.py

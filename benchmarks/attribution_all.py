@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
 from safetensors.torch import save_file
 from torch import nn
 
@@ -157,7 +156,7 @@ def table(results: pd.DataFrame) -> list[str]:
     lines = ["| method | LDS | LOO Pearson | LOO Spearman | LOO slope | AUROC (flips) | seconds | s / target | peak GiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for _, row in summarize(results).iterrows():
-        def cell(metric: str, digits: int = 3) -> str:
+        def cell(metric: str, digits: int = 3, row: pd.Series = row) -> str:
             mean, std = row[(metric, "mean")], row[(metric, "std")]
             if mean != mean:
                 return "—"
@@ -174,7 +173,7 @@ def main(keys: list[str]) -> None:
     frames = {key: run_setting(key) for key in keys}
     lines = ["# Attribution against retraining", "", __doc__.strip().split("\n\n")[1], "",
              f"Reproduce: `.venv/bin/python benchmarks/attribution_all.py {' '.join(keys)}`", ""]
-    for key, (results, peers) in frames.items():
+    for results, peers in frames.values():
         lines += [f"## {results['setting'].iloc[0]}", "", *table(results), ""]
         if peers:
             lines += ["Peers on our seed-0 TracIn checkpoints and TRAK model (TRAK k = 2048 Rademacher where p > 2048, else "

@@ -289,3 +289,18 @@ def warn_if_degenerate(values: np.ndarray, method: str, cause: str) -> None:
     """
     if values.size > 1 and np.all(values == values[0]):
         warnings.warn(f"all {values.size} {method} values are equal, so they rank nothing: {cause}", DataworthWarning, stacklevel=3)
+
+
+def check_subsets(subsets: Any, n: int, *, minimum: int = 1) -> np.ndarray:
+    """An m × n subset mask (row j marks the training rows kept in retraining j) as a bool array, m ≥ ``minimum``;
+    entries must be 0/1 or bools."""
+    array = to_numpy(subsets, "subsets")
+    if array.ndim != 2 or array.shape[1] != n:
+        raise InputError(f"subsets must be an m × {n} 0/1 mask (one row per subset, one column per training row); got shape {array.shape}")
+    if array.shape[0] < minimum:
+        raise InputError(f"give at least {minimum} subsets; got {array.shape[0]}")
+    if array.dtype != bool:
+        if not (np.issubdtype(array.dtype, np.number) and np.isin(array, (0, 1)).all()):
+            raise InputError("subsets must hold only 0 and 1 (or True/False): row j marks the training rows kept in retraining j")
+        array = array.astype(bool)
+    return np.ascontiguousarray(array)

@@ -158,9 +158,9 @@ def test_input_errors(additive, fitted):
     X, y, Xt, yt, subsets, outcomes, _ = additive
     S, L = subsets[:10], outcomes[:10]
     fit = AirRep(epochs=1).fit_subsets
-    with pytest.raises(InputError, match="subsets have 59 columns"):
+    with pytest.raises(InputError, match="m × 60 0/1 mask"):
         fit(X, y, Xt, yt, S[:, :59], L)
-    with pytest.raises(InputError, match="0/1"):
+    with pytest.raises(InputError, match="only 0 and 1"):
         fit(X, y, Xt, yt, S * 2, L)
     with pytest.raises(InputError, match="at least 2 subsets"):
         fit(X, y, Xt, yt, S[:1], L[:1])

@@ -34,7 +34,7 @@ import torch
 from scipy.stats import pearsonr, rankdata, spearmanr
 
 from dataworth.checkpoint import Checkpoint
-from dataworth.checks import InputError, check_fraction, check_int, check_non_negative
+from dataworth.checks import InputError, check_fraction, check_int, check_non_negative, check_subsets
 from dataworth.influence.models import FittedModel, fit_logistic, fit_mlp
 from dataworth.progress import progress_iter
 
@@ -177,7 +177,7 @@ def retrain_subsets(
     progress: bool = False,
 ) -> SubsetOutcomes:
     """Retrain on every subset (rows of the m × n mask ``subsets``) for each seed; the target losses."""
-    subsets = _check_subsets(subsets, problem.n)
+    subsets = check_subsets(subsets, problem.n)
     seed_list = problem.seeds(seeds)
     items = [(j, s) for j in range(len(subsets)) for s in seed_list]
     keys = [{"job": "subset", "problem": problem.fingerprint, "subset": _digest(subsets[j]), "seed": s} for j, s in items]
@@ -237,7 +237,7 @@ def run_items(
         from joblib import Parallel, delayed
 
         outputs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_single_threaded)(work, *arguments[k]) for k in todo)
-    for k, value in zip(todo, progress_iter(outputs, description, enabled=progress, total=len(todo))):
+    for k, value in zip(todo, progress_iter(outputs, description, enabled=progress, total=len(todo)), strict=True):
         value = np.asarray(value).tolist()
         results[k] = value
         if checkpoint is not None:
@@ -262,17 +262,6 @@ def _train_without(problem: RetrainingProblem, every: np.ndarray, removed: int |
     return problem.target_losses(problem.fit(kept, seed, start=start))
 
 
-def _check_subsets(subsets: Any, n: int) -> np.ndarray:
-    subsets = np.asarray(subsets)
-    if subsets.ndim != 2 or subsets.shape[1] != n:
-        raise InputError(f"subsets must be an m × {n} 0/1 mask (one row per subset, one column per training row); got shape {subsets.shape}")
-    if subsets.dtype != bool:
-        if not np.isin(subsets, (0, 1)).all():
-            raise InputError("subsets must hold only 0 and 1")
-        subsets = subsets.astype(bool)
-    return subsets
-
-
 def _digest(mask: np.ndarray) -> str:
     return hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()[:16]
 
@@ -292,7 +281,7 @@ class LDS:
 def linear_datamodeling_score(scores: np.ndarray, subsets: np.ndarray, outcomes: np.ndarray) -> LDS:
     """LDS of ``scores`` (n × T attributions, or n values per row) against measured target losses ``outcomes``
     (m × T) of models retrained on ``subsets`` (m × n). One value per row is scored against the mean target loss."""
-    subsets = _check_subsets(subsets, len(scores))
+    subsets = check_subsets(subsets, len(scores))
     outcomes = np.asarray(outcomes, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
     if outcomes.ndim != 2 or len(outcomes) != len(subsets):

@@ -30,8 +30,8 @@ from dataworth.evaluation.attribution import (
     RetrainingProblem,
     SubsetOutcomes,
     linear_datamodeling_score,
-    loo_ground_truth,
     loo_correlation,
+    loo_ground_truth,
     random_subsets,
     retrain_subsets,
 )

@@ -63,6 +63,7 @@ from dataworth.checks import (
     check_positive,
     check_same_width,
     check_seed,
+    check_subsets,
     resolve_device,
     to_numpy,
 )
@@ -176,7 +177,7 @@ class AirRep(BaseEstimator):
             self.n_classes_ = check_int(self.n_classes, "n_classes", minimum=1)
             if largest >= self.n_classes_:
                 raise InputError(f"labels must be codes 0..n_classes-1 = 0..{self.n_classes_ - 1}; got the code {largest}")
-        masks = _check_subsets(subsets, self.n_train_)
+        masks = check_subsets(subsets, self.n_train_, minimum=2)
         losses = _check_outcomes(outcomes, masks.shape[0], Xt.shape[0])
 
         X64 = X.to(torch.float64)
@@ -331,7 +332,7 @@ class AirRep(BaseEstimator):
     def group_scores(self, subsets: Any, X_targets: Any, y_targets: Any) -> np.ndarray:
         """A(S_j, q) for every subset mask (m × n_train) and target: m × T float64, higher = predicted lower loss."""
         self._check_fitted()
-        masks = torch.as_tensor(_check_subsets(subsets, self.n_train_, minimum=1), device=self.train_representations_.device)
+        masks = torch.as_tensor(check_subsets(subsets, self.n_train_), device=self.train_representations_.device)
         targets = self._encode(X_targets, y_targets, "the targets")
         scores = self.train_representations_ @ targets.T
         out = np.empty((masks.shape[0], targets.shape[0]))
@@ -371,23 +372,6 @@ def _label_codes(y: Any, rows: int, name: str) -> np.ndarray:
     if labels.min() < 0:
         raise InputError(f"{name} must be label codes >= 0; got {int(labels.min())}")
     return labels.astype(np.int64)
-
-
-def _check_subsets(subsets: Any, n_train: int, *, minimum: int = 2) -> np.ndarray:
-    """The m × n subset mask as a bool array; entries must be 0/1 (or bools)."""
-    array = to_numpy(subsets, "subsets")
-    if array.ndim != 2:
-        raise InputError(f"subsets must be a 2-D mask (subsets × training rows); got shape {array.shape}")
-    if array.shape[1] != n_train:
-        raise InputError(f"subsets have {array.shape[1]} columns but there are {n_train} training rows; "
-                         "row j of subsets marks the training rows kept in retraining j")
-    if array.shape[0] < minimum:
-        raise InputError(f"AirRep needs at least {minimum} subset{'s' if minimum > 1 else ''} to rank; got {array.shape[0]}")
-    if array.dtype != bool:
-        if not (np.issubdtype(array.dtype, np.number) and np.isin(array, (0, 1)).all()):
-            raise InputError("subsets must hold only 0/1 (or True/False): row j marks the training rows kept in retraining j")
-        array = array.astype(bool)
-    return np.ascontiguousarray(array)
 
 
 def _check_outcomes(outcomes: Any, m: int, n_targets: int) -> np.ndarray:

@@ -54,7 +54,7 @@ from dataworth.influence.ghost import ghost_inner_products, ghost_squared_norms,
 from dataworth.influence.gradients import DEFAULT_MAX_MEMORY, chunk_rows, per_sample_gradients
 from dataworth.influence.models import encode_classes
 from dataworth.influence.projection import PROJECTIONS, check_projection_dim, make_projection
-from dataworth.influence.task import ModelTask, binary_cross_entropy, cross_entropy
+from dataworth.influence.task import ModelTask, as_task, binary_cross_entropy, cross_entropy
 from dataworth.result import AttributionResult, ValuationResult
 from dataworth.valuation.base import NotFittedError, Valuator
 
@@ -165,7 +165,7 @@ class TracIn(Valuator):
             rows = as_rows(X, y, name="the training data")
             models = checkpoint_list(self.checkpoints, self.model)
             rates, loss = learning_rate_list(self.learning_rates, len(models)), self.loss
-        self.tasks_ = [as_model_task(m, loss=loss, measurement=self.measurement, modules=self.modules, l2=self.l2) for m in models]
+        self.tasks_ = [as_task(m, loss=loss, measurement=self.measurement, modules=self.modules, l2=self.l2) for m in models]
         check_same_architecture(self.tasks_, "checkpoints" if len(models) > 1 else "model")
         self.checkpoints_ = [task.model for task in self.tasks_]
         self.learning_rates_ = np.asarray(rates, dtype=np.float64)
@@ -344,13 +344,6 @@ def learning_rate_list(learning_rates: Any, count: int) -> list[float]:
         raise InputError(f"learning_rates has {len(rates)} values for {count} checkpoint(s); give one learning rate per checkpoint "
                          "or a single number")
     return [check_positive(float(rate), f"learning_rates[{i}]") for i, rate in enumerate(rates)]
-
-
-def as_model_task(model: nn.Module | ModelTask, *, loss: Any, measurement: Any, modules: Any, l2: float) -> ModelTask:
-    """A given task as it is, or a module wrapped with the method's task parameters."""
-    if isinstance(model, ModelTask):
-        return model
-    return ModelTask(model, loss, measurement=measurement, modules=modules, l2=l2)
 
 
 def check_same_architecture(tasks: list[ModelTask], name: str) -> None:

@@ -13,10 +13,10 @@ import torch
 
 from dataworth.checks import InputError, check_features, check_labels, check_same_width, count_noun
 from dataworth.data import Dataset, check_output_path, load_array, load_datasets, load_npz_extras
-from dataworth.evaluation.metrics import removal_curve
-from dataworth.report.html import write_report
 from dataworth.evaluation.attribution_bench import RowDisplay
+from dataworth.evaluation.metrics import removal_curve
 from dataworth.report.attribution import write_attribution_report
+from dataworth.report.html import write_report
 from dataworth.result import AttributionResult, ValuationResult
 
 REMOVAL_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
