@@ -29,6 +29,7 @@ from dataworth.evaluation.attribution import (
     LOOTruth,
     RetrainingProblem,
     SubsetOutcomes,
+    columnwise_spearman,
     linear_datamodeling_score,
     loo_correlation,
     loo_ground_truth,
@@ -185,6 +186,7 @@ def evaluate_method(bench: AttributionBenchmark, spec: MethodSpec, seed: int = 0
     values as a one-column result)."""
     problem = bench.problem
     estimator = spec.cls(**_params(spec, problem, seed))
+    extra: dict[str, float] = {}
     if spec.family == "learned":
         if bench.training is None:
             raise InputError(f"{spec.label} learns from retrained subsets: build the benchmark with training_subsets > 0")
@@ -192,6 +194,9 @@ def evaluate_method(bench: AttributionBenchmark, spec: MethodSpec, seed: int = 0
                                                     bench.training.subsets, bench.training.outcomes)
                       .attribute(problem.X_targets, problem.y_targets))
         result, detection = run.value, run.value.scores.mean(axis=1)
+        # its own (attention-pooled, not additive) prediction of each held-out subset's effect
+        grouped = estimator.group_scores(bench.evaluation.subsets, problem.X_targets, problem.y_targets)
+        extra = {"lds_group": float(np.nanmean(columnwise_spearman(grouped, -bench.evaluation.outcomes)))}
     elif spec.family == "attributor":
         run = measure(lambda: estimator.fit(problem.X, problem.y).attribute(problem.X_targets, problem.y_targets))
         result = run.value
@@ -207,7 +212,7 @@ def evaluate_method(bench: AttributionBenchmark, spec: MethodSpec, seed: int = 0
            "loo_pearson": loo["pearson"], "loo_spearman": loo["spearman"], "loo_slope": loo["slope"],
            "auroc": detection_auroc(detection, bench.corrupted), "detection_rate": detection_rate(detection, bench.corrupted),
            "seconds": run.seconds, "peak_rss_gib": run.peak_rss_gib,
-           "seconds_per_target": result.timings.get("attribute", float("nan")) / problem.n_targets}
+           "seconds_per_target": result.timings.get("attribute", float("nan")) / problem.n_targets, **extra}
     return row, result
 
 
@@ -236,7 +241,7 @@ def run_methods(
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of every metric, per (problem, method)."""
-    metrics = [m for m in (*METRICS, "seconds_per_target") if m in results]
+    metrics = [m for m in (*METRICS, "seconds_per_target", "lds_group") if m in results]
     return results.groupby(["problem", "method"], sort=False)[metrics].agg(["mean", "std"]).reset_index()
 
 
