@@ -248,7 +248,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 def _params(spec: MethodSpec, problem: RetrainingProblem, seed: int) -> dict[str, Any]:
     accepted = spec.cls().get_params()
     params = dict(spec.params)
-    for key, value in (("model", problem.model), ("l2", problem.l2), ("seed", seed)):
+    shared = (("model", problem.model), ("l2", problem.l2), ("seed", seed)) if spec.family != "valuator" else (("seed", seed),)
+    for key, value in shared:  # a valuator's own "model" (cleanlab's logistic|knn) is not the retrained model
         if key in accepted:
             params.setdefault(key, value)
     return params
