@@ -63,6 +63,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from influence_peer import architecture  # noqa: E402  (one builder of the spec's model for both peer runners)
+
 warnings.filterwarnings("ignore")
 
 DEFAULT_TRAK_DIM = 2048
@@ -70,23 +73,6 @@ METHODS = {("traker", "trak"), ("dattri", "trak"), ("dattri", "tracin"), ("captu
 
 
 # -- model and data ---------------------------------------------------------------------------------------
-
-def architecture(model_dir: Path):
-    """The spec's nn.Sequential (Linear, activation, ..., Linear) in its dtype, in eval mode, weights not loaded."""
-    import torch
-    from torch import nn
-
-    spec = json.loads((model_dir / "spec.json").read_text())
-    dtype = getattr(torch, spec.get("dtype", "float32"))
-    activation = {"tanh": nn.Tanh, "relu": nn.ReLU}[spec.get("activation", "tanh")]
-    sizes = spec["sizes"]
-    layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(fan_in, fan_out, bias=spec.get("bias", True)))
-        if index < len(sizes) - 2:
-            layers.append(activation())
-    return nn.Sequential(*layers).to(dtype).eval(), dtype
-
 
 def numbered(model_dir: Path, stem: str) -> list[Path]:
     found = [(int(m.group(1)), p) for p in model_dir.glob(f"{stem}_*.safetensors") if (m := re.fullmatch(rf"{stem}_(\d+)\.safetensors", p.name))]

@@ -30,9 +30,9 @@ import numpy as np
 warnings.filterwarnings("ignore")
 
 
-def build_model(model_dir: Path):
+def architecture(model_dir: Path):
+    """The spec's nn.Sequential (Linear, activation, ..., Linear) in its dtype, in eval mode, weights not loaded."""
     import torch
-    from safetensors.torch import load_file
     from torch import nn
 
     spec = json.loads((model_dir / "spec.json").read_text())
@@ -44,7 +44,14 @@ def build_model(model_dir: Path):
         layers.append(nn.Linear(fan_in, fan_out, bias=spec.get("bias", True)))
         if index < len(sizes) - 2:
             layers.append(activation())
-    model = nn.Sequential(*layers).to(dtype)
+    return nn.Sequential(*layers).to(dtype).eval(), dtype
+
+
+def build_model(model_dir: Path):
+    """The spec's model with the weights of model.safetensors, and its dtype."""
+    from safetensors.torch import load_file
+
+    model, dtype = architecture(model_dir)
     model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
     return model.eval(), dtype
 
