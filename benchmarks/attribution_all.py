@@ -33,7 +33,7 @@ from torch import nn
 from dataworth.checkpoint import Checkpoint
 from dataworth.evaluation.attribution import linear_datamodeling_score, loo_correlation
 from dataworth.evaluation.attribution_bench import AttributionBenchmark, build_benchmark, parse_methods, run_methods, summarize
-from dataworth.influence import TRAK, TracIn
+from dataworth.influence import TRAK, InfluenceFunction, TracIn
 from publish import RESULTS, publish
 
 SUBSETS = 100
@@ -51,8 +51,10 @@ CACHE = Path(__file__).parent / ".cache"
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
 PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "attribution_peer.py"
-#: (library, method) run on our seed-0 models; TRAK with our default projection dimension, TracIn exact.
-PEERS = (("traker", "trak"), ("dattri", "trak"), ("dattri", "tracin"), ("captum", "tracin"))
+INFLUENCE_PEER_SCRIPT = ROOT / "benchmarks" / "peers" / "influence_peer.py"
+#: (library, method) run on our seed-0 models; TRAK with our default projection dimension, TracIn exact, EK-FAC
+#: (Kronfluence, through influence_peer.py) with damping λ + δ and its own Fisher label draws.
+PEERS = (("traker", "trak"), ("dattri", "trak"), ("dattri", "tracin"), ("captum", "tracin"), ("kronfluence", "if-ekfac"))
 TRAK_PROJECTION = 2048
 
 
@@ -70,25 +72,30 @@ def sizes(model: nn.Module) -> list[int]:
 def run_peer(library: str, method: str, folder: Path, options: dict) -> tuple[np.ndarray | None, float, str]:
     out = folder / f"out-{library}-{method}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [str(PEER_PYTHON), str(PEER_SCRIPT), library, method, str(folder), str(folder / "data.npz"), str(out), json.dumps(options)]
+    script, solver = (INFLUENCE_PEER_SCRIPT, "ekfac") if method == "if-ekfac" else (PEER_SCRIPT, method)
+    command = [str(PEER_PYTHON), str(script), library, solver, str(folder), str(folder / "data.npz"), str(out), json.dumps(options)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip() and "it/s" not in line]
         return None, float("nan"), lines[-1][:200] if lines else f"exit {done.returncode}"
     result = json.loads((out / "result.json").read_text())
+    if method == "if-ekfac":  # Kronfluence's scores are n × ours (summed loss; the factors divided by n)
+        return np.load(out / "scores.npy"), float(result["seconds"]), f"damping λ + δ = {options['damping']:.3g}; its own Fisher draws"
     return np.load(out / "scores.npy"), float(result["seconds"]), "exact" if result.get("exact") else f"k = {options.get('projection_dim')}"
 
 
 def peer_rows(bench: AttributionBenchmark) -> list[dict]:
-    """Our seed-0 TracIn checkpoints and TRAK model handed to each peer; both sides timed on one thread, the model
-    training excluded (ours from the fitted checkpoints/models, as the peers get them)."""
+    """Our seed-0 TracIn checkpoints, TRAK model and influence-function model handed to each peer; both sides timed
+    on one thread, the model training excluded (ours from the fitted checkpoints/models, as the peers get them)."""
     problem = bench.problem
     torch.set_num_threads(1)
     tracin = TracIn(model=problem.model, l2=problem.l2, seed=0).fit(problem.X, problem.y)
     trak = TRAK(model=problem.model, l2=problem.l2, seed=0, projection_dim=TRAK_PROJECTION).fit(problem.X, problem.y)
+    ekfac = InfluenceFunction(model=problem.model, l2=problem.l2, solver="ekfac", seed=0).fit(problem.X, problem.y)
     ours = {}
     for method, build in (("tracin", lambda: TracIn(checkpoints=tracin.checkpoints_, learning_rates=list(tracin.learning_rates_))),
-                          ("trak", lambda: TRAK(models=trak.models_, projection_dim=TRAK_PROJECTION, seed=0))):
+                          ("trak", lambda: TRAK(models=trak.models_, projection_dim=TRAK_PROJECTION, seed=0)),
+                          ("if-ekfac", lambda: InfluenceFunction(model=ekfac.task_, solver="ekfac", damping=ekfac.damping, seed=0))):
         start = time.perf_counter()
         scores = build().fit(problem.X, problem.y).attribute(problem.X_targets, problem.y_targets).scores
         ours[method] = (scores, time.perf_counter() - start)
@@ -97,7 +104,7 @@ def peer_rows(bench: AttributionBenchmark) -> list[dict]:
         folder = Path(tmp)
         np.savez(folder / "data.npz", X_train=problem.X, y_train=problem.y, X_test=problem.X_targets, y_test=problem.y_targets)
         spec = {"sizes": sizes(trak.models_[0]), "activation": "tanh", "bias": True, "dtype": "float64"}
-        for method in ("tracin", "trak"):
+        for method in ("tracin", "trak", "if-ekfac"):
             method_dir = folder / method
             method_dir.mkdir()
             (method_dir / "spec.json").write_text(json.dumps(spec))
@@ -106,14 +113,19 @@ def peer_rows(bench: AttributionBenchmark) -> list[dict]:
                 for k, checkpoint in enumerate(tracin.checkpoints_):
                     save_file(sequential_state(checkpoint), str(method_dir / f"checkpoint_{k}.safetensors"))
                 (method_dir / "learning_rates.json").write_text(json.dumps([float(r) for r in tracin.learning_rates_]))
-            else:
+            elif method == "trak":
                 save_file(sequential_state(trak.models_[0]), str(method_dir / "model_0.safetensors"))
-        for library, method in [("dataworth", "tracin"), ("dataworth", "trak"), *PEERS]:
+            else:
+                save_file(sequential_state(ekfac.model_), str(method_dir / "model.safetensors"))
+        peer_options = {"trak": {"projection_dim": TRAK_PROJECTION, "seed": 0, "threads": 1}, "tracin": {"threads": 1},
+                        "if-ekfac": {"damping": ekfac.task_.l2 + ekfac.damping, "seed": 0, "threads": 1}}
+        for library, method in [("dataworth", "tracin"), ("dataworth", "trak"), ("dataworth", "if-ekfac"), *PEERS]:
             if library == "dataworth":
                 (scores, seconds), note = ours[method], "ours"
             else:
-                options = {"projection_dim": TRAK_PROJECTION, "seed": 0, "threads": 1} if method == "trak" else {"threads": 1}
-                scores, seconds, note = run_peer(library, method, folder / method, options)
+                scores, seconds, note = run_peer(library, method, folder / method, peer_options[method])
+                if scores is not None and method == "if-ekfac":
+                    scores = scores / problem.n
             row = {"problem": bench.name, "library": library, "method": method, "seconds": seconds, "note": note}
             if scores is not None:
                 row["lds"] = linear_datamodeling_score(scores, bench.evaluation.subsets, bench.evaluation.outcomes).mean
