@@ -2,6 +2,7 @@
 
 from dataworth.api import value
 from dataworth.checks import DataworthError, DataworthWarning, FileFormatError, InputError
+from dataworth.curation import Curator
 from dataworth.data import Dataset, load_dataset
 from dataworth.influence import TRAK, AirRep, InfluenceFunction, ModelTask, RescaledInfluence, TracIn
 from dataworth.methods import METHODS
@@ -30,6 +31,7 @@ __all__ = [
     "METHODS",
     "AirRep",
     "AttributionResult",
+    "Curator",
     "InfluenceFunction",
     "ModelTask",
     "RescaledInfluence",

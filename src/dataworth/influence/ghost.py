@@ -113,7 +113,7 @@ def ghost_inner_products(
             capture_b = capture_a if same else _capture(task, layers, inputs_b, targets_b, of_b, rows_b.name)
             rows_b_at = slice(start_b, start_b + len(inputs_b))
             for name, (A_a, B_a) in capture_a.items():
-                block = _layer_products(A_a, B_a, *capture_b[name])
+                block = layer_products(A_a, B_a, *capture_b[name])
                 block = (block + block.T) / 2 if same else block
                 target = out[name] if per_layer else out
                 target[rows_a_at, rows_b_at] += block
@@ -178,14 +178,14 @@ def _capture(task: ModelTask, layers: dict[str, Layer], inputs: torch.Tensor, ta
     for layer, (_, weight, bias) in layers.items():
         seen, layer_grads = calls[layer], grads[first:first + len(calls[layer])]
         first += len(seen)
-        A = torch.cat([_tokens(a, len(inputs), layer) for a, _ in seen], 1)
-        B = torch.cat([_tokens(torch.zeros_like(s) if g is None else g, len(inputs), layer)
+        A = torch.cat([as_tokens(a, len(inputs), layer) for a, _ in seen], 1)
+        B = torch.cat([as_tokens(torch.zeros_like(s) if g is None else g, len(inputs), layer)
                        for (_, s), g in zip(seen, layer_grads, strict=True)], 1)
-        captured[layer] = (_with_ones(A, weight, bias), B)
+        captured[layer] = (with_ones(A, weight, bias), B)
     return captured
 
 
-def _tokens(x: torch.Tensor, rows: int, layer: str) -> torch.Tensor:
+def as_tokens(x: torch.Tensor, rows: int, layer: str) -> torch.Tensor:
     """A layer's input or output as rows × tokens × features."""
     if x.ndim < 2 or x.shape[0] != rows:
         raise InputError(f"Linear layer {layer!r} got a tensor of shape {tuple(x.shape)} for a batch of {rows} rows; ghost "
@@ -193,7 +193,7 @@ def _tokens(x: torch.Tensor, rows: int, layer: str) -> torch.Tensor:
     return x.detach().reshape(rows, -1, x.shape[-1])
 
 
-def _with_ones(A: torch.Tensor, weight: bool, bias: bool) -> torch.Tensor:
+def with_ones(A: torch.Tensor, weight: bool, bias: bool) -> torch.Tensor:
     """Ā: the inputs when the weight counts, then a column of ones when the bias counts."""
     ones = torch.ones(*A.shape[:2], 1, dtype=A.dtype, device=A.device)
     if not weight:
@@ -223,7 +223,7 @@ def _check_untied(task: ModelTask) -> None:
 # -- products and chunks ------------------------------------------------------------------------------
 
 
-def _layer_products(A_a: torch.Tensor, B_a: torch.Tensor, A_b: torch.Tensor, B_b: torch.Tensor) -> torch.Tensor:
+def layer_products(A_a: torch.Tensor, B_a: torch.Tensor, A_b: torch.Tensor, B_b: torch.Tensor) -> torch.Tensor:
     """[Σ_{t,t'} (Ā_i Ā_jᵀ)_{tt'} (B_i B_jᵀ)_{tt'}]_{ij}: the T_a×T_b Gram blocks of all pairs from two GEMMs."""
     (n_a, t_a), (n_b, t_b) = A_a.shape[:2], A_b.shape[:2]
     gram = A_a.reshape(n_a * t_a, -1) @ A_b.reshape(n_b * t_b, -1).T

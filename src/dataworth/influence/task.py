@@ -93,7 +93,7 @@ class ModelTask:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
-        self.loss_name, self.loss_fn = _resolve(loss, "loss", _LOSS_FUNCTIONS)
+        self.loss_name, self.loss_fn = resolve_loss(loss)
         measures = {"loss": self.loss_fn, "margin": correct_class_margin}
         self.measurement_name, self.measurement_fn = _resolve("loss" if measurement is None else measurement, "measurement", measures)
         #: +1 for a loss-like measurement (lower = better), −1 for the margin (higher = better): scores are multiplied
@@ -274,6 +274,11 @@ class ModelTask:
                 raise InputError(f"module {module!r} has no trainable parameters")
             chosen += [name for name in found if name not in chosen]
         return [name for name in trainable if name in chosen]
+
+
+def resolve_loss(spec: str | LossFn) -> tuple[str, LossFn]:
+    """(name, per-sample loss function) of a loss given by name (:data:`LOSSES`) or as a callable."""
+    return _resolve(spec, "loss", _LOSS_FUNCTIONS)
 
 
 def _resolve(spec: str | LossFn, what: str, named: dict[str, LossFn]) -> tuple[str, LossFn]:
