@@ -211,3 +211,16 @@ def test_errors_name_the_layer_and_the_fix():
     assert "first dimension" in error(ModelTask(TimeFirst().double()), sequences)
     with pytest.raises(InputError, match="of_b"):
         ghost_inner_products(ModelTask(mlp()), rows, of_b="margin")
+
+
+@pytest.mark.parametrize(("tokens", "width"), [(2, 50), (30, 3)])
+def test_layer_products_both_routes_equal_the_gradient_products(tokens: int, width: int) -> None:
+    """Gram blocks (short sequences, wide layers) and formed per-row gradients (long sequences, narrow layers)."""
+    from dataworth.influence.ghost import layer_products
+
+    generator = torch.Generator().manual_seed(0)
+    A_a, A_b = (torch.randn(n, tokens, width, generator=generator, dtype=torch.float64) for n in (4, 5))
+    B_a, B_b = (torch.randn(n, tokens, width + 1, generator=generator, dtype=torch.float64) for n in (4, 5))
+    gradients_a, gradients_b = torch.einsum("nto,ntd->nod", B_a, A_a), torch.einsum("nto,ntd->nod", B_b, A_b)
+    expected = torch.einsum("aod,bod->ab", gradients_a, gradients_b)
+    torch.testing.assert_close(layer_products(A_a, B_a, A_b, B_b), expected, rtol=1e-12, atol=1e-12)

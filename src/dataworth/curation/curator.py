@@ -239,9 +239,9 @@ class Curator:
         if self.method == "last-layer":
             return lai_scores(batch, self.cache, [last])
         if self.method == "lai-adam":
-            preconditioners = _adam_preconditioners(self.optimizer, self.capture.layers)
-            if preconditioners is not None:
-                return adam_scores(batch, self.cache, last, preconditioners)
+            moments = _adam_second_moments(self.optimizer, self.capture.layers)
+            if moments is not None:
+                return adam_scores(batch, self.cache, last, moments)
         return lai_scores(batch, self.cache)
 
     def _log(self, ids: Any, targets: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor, weights: torch.Tensor,
@@ -273,8 +273,8 @@ def _reduce(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (losses * weights).sum() * world / total
 
 
-def _adam_preconditioners(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module]) -> dict[str, torch.Tensor] | None:
-    """P = 1/(√(v/(1 − β₂ᵗ)) + ε) per scored layer as out × (d [+ 1]); None before the optimizer's first step."""
+def _adam_second_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.Module]) -> dict[str, tuple[torch.Tensor, float]] | None:
+    """(v̂ = v/(1 − β₂ᵗ) as out × (d [+ 1]), ε) per scored layer; None before the optimizer's first step."""
     groups = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     out = {}
     for name, module in layers.items():
@@ -286,10 +286,9 @@ def _adam_preconditioners(optimizer: torch.optim.Optimizer, layers: dict[str, nn
             if "exp_avg_sq" not in state or id(param) not in groups:
                 return None
             group = groups[id(param)]
-            step = float(state["step"])
-            v = state["exp_avg_sq"] / (1 - group["betas"][1] ** step)
-            blocks.append((1 / (v.sqrt() + group["eps"])).reshape(v.shape[0], -1))
-        out[name] = torch.cat(blocks, 1)
+            v = state["exp_avg_sq"] / (1 - group["betas"][1] ** float(state["step"]))
+            blocks.append(v.reshape(v.shape[0], -1))
+        out[name] = (torch.cat(blocks, 1), float(groups[id(module.weight)]["eps"]))
     return out
 
 

@@ -14,9 +14,9 @@ gradient step on row i is predicted to lower the validation loss (to first order
 - **Ghost** (exact): s_i = mean_j Σ_l ⟨Ā_iĀ_jᵀ, B_iB_jᵀ⟩ = mean_j ∇ℓ_i·∇ℓ_j over the scored layers.
 - **Last layer**: LAI on the last scored layer only (exact for it).
 - **LAI-Adam**: the same under Adam's preconditioner P = 1/(√v̂ + ε): exact ⟨g_i, P ⊙ g_j⟩ on the last layer
-  (per-row gradients B_iᵀĀ_i, out × d, formed for it alone) and, on the others, LAI with the inputs weighted by
-  the column means of P (the rank-one Adafactor factorization r cᵀ/1ᵀr of P with the row factor averaged, as e
-  has no rows of that layer's outputs to weight).
+  (per-row gradients B_iᵀĀ_i, out × d, formed for it alone) and, on the others, LAI with the inputs' features
+  weighted by 1/(√c_k + ε), c_k = mean_o v̂_ok: the column factor of Adafactor's rank-one factorization of the
+  second moments (Shazeer & Stern 2018), its row factor dropped since e has no rows of that layer's outputs.
 - **Small loss** (Han et al. 2018's selection rule): s_i = q-quantile of the batch's losses − ℓ_i.
 """
 
@@ -70,15 +70,17 @@ def ghost_scores(batch: Side, validation: Side) -> torch.Tensor:
     return total.mean(1)
 
 
-def adam_scores(batch: Side, validation: Side, last: str, preconditioners: dict[str, torch.Tensor]) -> torch.Tensor:
-    """LAI-Adam scores: ``preconditioners`` maps each scored layer to P (out × (d [+ 1]), bias as the last column)."""
-    P = preconditioners[last]
+def adam_scores(batch: Side, validation: Side, last: str, second_moments: dict[str, tuple[torch.Tensor, float]]) -> torch.Tensor:
+    """LAI-Adam scores: ``second_moments`` maps each scored layer to (v̂, ε): Adam's bias-corrected second moments as
+    out × (d [+ 1]), the bias as the last column, and its ε."""
+    v, eps = second_moments[last]
+    P = 1 / (v.sqrt() + eps)
     g_b, g_v = (_last_layer_gradients(side, last) for side in (batch, validation))
     exact = ((g_b * P.flatten()) @ g_v.T).to(torch.float64).mean(1)
     others = [name for name in batch.activations if name != last]
     if not others:
         return exact
-    columns = {name: preconditioners[name].mean(0) for name in others}
+    columns = {name: 1 / (second_moments[name][0].mean(0).sqrt() + second_moments[name][1]) for name in others}
     return exact + lai_scores(batch, validation, others, columns)
 
 

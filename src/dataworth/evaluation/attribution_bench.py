@@ -37,7 +37,7 @@ from dataworth.evaluation.attribution import (
     retrain_subsets,
 )
 from dataworth.evaluation.datasets import EvaluationSet, load_evaluation_set
-from dataworth.evaluation.detection import make_task, parse_corruption
+from dataworth.evaluation.detection import LABEL_NOISE, make_task, parse_corruption
 from dataworth.evaluation.metrics import detection_auroc, detection_rate
 from dataworth.evaluation.resources import measure
 from dataworth.influence.airrep import AirRep
@@ -51,8 +51,6 @@ DEFAULT_L2 = {"logistic": 1.0, "mlp": 1e-3}
 ALIASES = {"if": "influence"}
 #: Methods that are not in METHODS because they need retrained subsets to learn from.
 LEARNED = {"airrep": AirRep}
-#: Corruptions the benchmark may plant: they change labels only, so every training row keeps its dataset row.
-LABEL_NOISE = ("label-flip", "confusion-flip", "pair-flip", "annotator")
 METRICS = ("lds", "loo_pearson", "loo_spearman", "loo_slope", "auroc", "detection_rate", "seconds", "peak_rss_gib")
 
 

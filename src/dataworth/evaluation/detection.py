@@ -25,6 +25,8 @@ from dataworth.methods import METHODS
 from dataworth.valuation.confident_learning import out_of_fold_probabilities
 
 CORRUPTIONS = ("label-flip", "confusion-flip", "pair-flip", "annotator", "feature-noise", "backdoor", "duplicates", "ood")
+#: Corruptions that change labels only, so every training row keeps its dataset row.
+LABEL_NOISE = ("label-flip", "confusion-flip", "pair-flip", "annotator")
 NOISE_SCALE = 2.0
 TRIGGER_TOKEN = "zqxv"
 

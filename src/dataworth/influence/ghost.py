@@ -224,8 +224,15 @@ def _check_untied(task: ModelTask) -> None:
 
 
 def layer_products(A_a: torch.Tensor, B_a: torch.Tensor, A_b: torch.Tensor, B_b: torch.Tensor) -> torch.Tensor:
-    """[Σ_{t,t'} (Ā_i Ā_jᵀ)_{tt'} (B_i B_jᵀ)_{tt'}]_{ij}: the T_a×T_b Gram blocks of all pairs from two GEMMs."""
+    """[Σ_{t,t'} (Ā_i Ā_jᵀ)_{tt'} (B_i B_jᵀ)_{tt'}]_{ij}: the T_a×T_b Gram blocks of all pairs from two GEMMs, or,
+    where that costs more (long sequences: n_a·n_b·T_a·T_b·(d + out) > (n_a·T_a + n_b·T_b + n_a·n_b)·d·out), the
+    per-row gradients B_iᵀĀ_i formed and multiplied (Bu et al. 2023's mixed ghost clipping)."""
     (n_a, t_a), (n_b, t_b) = A_a.shape[:2], A_b.shape[:2]
+    d, out = A_a.shape[2], B_a.shape[2]
+    if n_a * n_b * t_a * t_b * (d + out) > (n_a * t_a + n_b * t_b + n_a * n_b) * d * out:
+        g_a = torch.einsum("nto,ntd->nod", B_a, A_a).reshape(n_a, -1)
+        g_b = torch.einsum("nto,ntd->nod", B_b, A_b).reshape(n_b, -1)
+        return (g_a @ g_b.T).to(torch.float64)
     gram = A_a.reshape(n_a * t_a, -1) @ A_b.reshape(n_b * t_b, -1).T
     gram.mul_(B_a.reshape(n_a * t_a, -1) @ B_b.reshape(n_b * t_b, -1).T)
     return gram.view(n_a, t_a, n_b, t_b).sum((1, 3), dtype=torch.float64)

@@ -143,6 +143,22 @@ def loo_scatter(points: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
     return _png(fig)
 
 
+def curation_curves(accuracy: dict[str, tuple[np.ndarray, np.ndarray]], dropped: dict[str, tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Held-out accuracy (left) and the share of each window's rows dropped (right) against the training step,
+    one line per method (means over seeds)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    order = list(dict.fromkeys([*accuracy, *dropped]))  # a method keeps its colour and style in both panels
+    for ax, series, label in ((left, accuracy, "held-out accuracy"), (right, dropped, "rows dropped")):
+        for name, (steps, values) in series.items():
+            i = order.index(name)
+            style = REMOVAL_STYLES[i % len(REMOVAL_STYLES)]
+            ax.plot(steps, values, color=PALETTE[i % len(PALETTE)], label=name, markersize=3, **style)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+    left.legend(frameon=False, fontsize=8)
+    return _png(fig)
+
+
 def _ordered_groups(groups: np.ndarray) -> list[str]:
     names = sorted(set(groups.tolist()))
     return sorted(names, key=lambda g: g != "clean")
