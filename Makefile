@@ -38,6 +38,8 @@ bench: bench-data
 	$(PY) benchmarks/kairos_vs_lava.py
 	$(PY) benchmarks/detect_all.py
 	$(PY) benchmarks/issue_types.py
+	$(PY) benchmarks/curation_all.py
+	$(PY) benchmarks/curation_overhead.py
 	$(PY) benchmarks/lava_solvers.py
 	$(PY) benchmarks/influence_loo.py
 	$(PY) benchmarks/influence_detection.py

@@ -150,7 +150,8 @@ class Curator:
             X, y = self.validation
             sides = []
             for start in range(0, len(y), self.validation_batch_size):
-                xb, yb = X[start:start + self.validation_batch_size], y[start:start + self.validation_batch_size]
+                rows = slice(start, start + self.validation_batch_size)
+                xb, yb = ({k: v[rows] for k, v in X.items()} if isinstance(X, dict) else X[rows]), y[rows]
                 with torch.set_grad_enabled(self.method == "ghost"), self.capture.recording(keep_outputs=self.method == "ghost"):
                     outputs = self.forward(model, xb)
                     losses = self._losses(outputs, yb)
@@ -292,16 +293,22 @@ def _adam_second_moments(optimizer: torch.optim.Optimizer, layers: dict[str, nn.
     return out
 
 
-def _as_pair(pair: Any, model: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _as_pair(pair: Any, model: nn.Module, name: str) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor]:
+    """(inputs, targets) on the model's device, floating inputs in its dtype; inputs may be a dict of tensors (a
+    Hugging Face batch), each with the rows as its first dimension."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise InputError(f"{name} must be a pair (inputs, targets)")
     parameter = next(model.parameters())
-    X, y = (torch.as_tensor(v) if not isinstance(v, torch.Tensor) else v for v in pair)
-    if X.is_floating_point():
-        X = X.to(parameter.dtype)
-    X, y = X.to(parameter.device), y.to(parameter.device)
-    if len(X) != len(y) or len(y) == 0:
-        raise InputError(f"{name} needs as many targets as input rows, at least one; got {len(X)} inputs and {len(y)} targets")
+
+    def tensor(value: Any) -> torch.Tensor:
+        value = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+        return value.to(parameter.device, parameter.dtype if value.is_floating_point() else value.dtype)
+
+    X = {key: tensor(value) for key, value in pair[0].items()} if isinstance(pair[0], dict) else tensor(pair[0])
+    y = tensor(pair[1])
+    lengths = {len(v) for v in X.values()} if isinstance(X, dict) else {len(X)}
+    if lengths != {len(y)} or len(y) == 0:
+        raise InputError(f"{name} needs as many targets as input rows, at least one; got {sorted(lengths)} inputs and {len(y)} targets")
     return X, y
 
 
