@@ -62,6 +62,12 @@ def scored_params(model: nn.Module, last_only: bool = False) -> list[nn.Paramete
     return [p for m in layers for p in (m.weight, m.bias)]
 
 
+def exact_scores(model: nn.Module, X: torch.Tensor, y: torch.Tensor, validation, *, last_only: bool = False) -> torch.Tensor:
+    """mean_j ∇ℓ_i·∇ℓ_j over the scored layers (the last one only with ``last_only``)."""
+    params = scored_params(model, last_only=last_only)
+    return (gradients(model, X, y, params) @ gradients(model, *validation, params).T).mean(1)
+
+
 def curator_scores(model: nn.Module, method: str, X: torch.Tensor, y: torch.Tensor, validation, **kwargs) -> torch.Tensor:
     curator = Curator(model, validation=validation, method=method, policy="drop-negative", **kwargs)
     curator.loss(X, y)
@@ -75,8 +81,7 @@ def test_ghost_equals_explicit_gradient_products(name: str) -> None:
     model = model.double()
     X, y = data(shape, 9, 1)
     validation = data(shape, 6, 2)
-    params = scored_params(model)
-    expected = (gradients(model, X, y, params) @ gradients(model, *validation, params).T).mean(1)
+    expected = exact_scores(model, X, y, validation)
     assert torch.allclose(curator_scores(model, "ghost", X, y, validation), expected, rtol=1e-10, atol=1e-13)
 
 
@@ -86,8 +91,7 @@ def test_last_layer_score_is_exact_for_the_last_layer(name: str) -> None:
     model = model.double()
     X, y = data(shape, 8, 3)
     validation = data(shape, 5, 4)
-    params = scored_params(model, last_only=True)
-    expected = (gradients(model, X, y, params) @ gradients(model, *validation, params).T).mean(1)
+    expected = exact_scores(model, X, y, validation, last_only=True)
     assert torch.allclose(curator_scores(model, "last-layer", X, y, validation), expected, rtol=1e-10, atol=1e-13)
 
 
@@ -96,8 +100,7 @@ def test_lai_equals_the_exact_product_for_one_linear_layer() -> None:
     model = model.double()
     X, y = data(shape, 10, 5)
     validation = data(shape, 7, 6)
-    params = scored_params(model)
-    expected = (gradients(model, X, y, params) @ gradients(model, *validation, params).T).mean(1)
+    expected = exact_scores(model, X, y, validation)
     assert torch.allclose(curator_scores(model, "lai", X, y, validation), expected, rtol=1e-10, atol=1e-13)
 
 
