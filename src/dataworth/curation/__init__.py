@@ -3,6 +3,6 @@
 from dataworth.curation.capture import LayerCapture
 from dataworth.curation.curator import METHODS, Curator
 from dataworth.curation.policies import POLICIES
-from dataworth.curation.scores import Side, adam_scores, ghost_scores, lai_scores, small_loss_scores
+from dataworth.curation.scores import Side, adam_scores, ghost_scores, lai_scores, small_loss_scores, validation_means
 
-__all__ = ["Curator", "LayerCapture", "METHODS", "POLICIES", "Side", "adam_scores", "ghost_scores", "lai_scores", "small_loss_scores"]
+__all__ = ["Curator", "LayerCapture", "METHODS", "POLICIES", "Side", "adam_scores", "ghost_scores", "lai_scores", "small_loss_scores", "validation_means"]

@@ -9,9 +9,10 @@ A few lines in a plain PyTorch loop::
         opt.zero_grad(); loss.backward(); opt.step()
     curator.log                           # one row per sample seen: step, id, label, score, kept, weight, loss
 
-Scores (:mod:`dataworth.curation.scores`) compare each row with a validation cache — the validation rows'
-activations and output gradients, refreshed every ``refresh_every`` steps with the model in eval mode — so LAI
-costs one extra set of Gram products per step and no backward pass. Under ``torch.distributed`` each rank scores
+Scores (:mod:`dataworth.curation.scores`) compare each row with a validation cache — per scored layer, the mean
+over the validation rows of their (LAI or exact) layer gradients, refreshed every ``refresh_every`` steps with
+the model in eval mode — so LAI costs one bilinear form per layer and step (about one forward pass of the layer,
+whatever the number of validation rows) and no backward pass. Under ``torch.distributed`` each rank scores
 its own rows against the same cache (the model is synchronized, so the caches are equal) and the loss is
 Σ_kept ℓ_i · world / (rows kept over all ranks): DDP's gradient average is then the gradient of the mean loss
 over the rows kept in the global batch, as in one process.
@@ -35,7 +36,7 @@ from torch import nn
 from dataworth.checks import InputError, check_choice, check_fraction, check_int
 from dataworth.curation.capture import LayerCapture
 from dataworth.curation.policies import POLICIES, decide
-from dataworth.curation.scores import Side, adam_scores, ghost_scores, lai_scores, small_loss_scores
+from dataworth.curation.scores import Side, adam_scores, ghost_scores, lai_scores, small_loss_scores, validation_sums
 from dataworth.influence.task import LossFn, resolve_loss
 
 #: Scoring methods: activation-based (no backward), exact per-layer (a backward), the last layer, Adam-aware,
@@ -113,7 +114,8 @@ class Curator:
         self.validation = _as_pair(validation, model, "validation")
         self.capture = LayerCapture(model, modules) if method not in ("small-loss", "none") else None
         self.step = 0
-        self.cache: Side | None = None
+        #: The validation means M per scored layer (see :mod:`dataworth.curation.scores`).
+        self.cache: dict[str, torch.Tensor] | None = None
         self._records: list[dict[str, np.ndarray]] = []
         self._seen = 0
 
@@ -148,15 +150,17 @@ class Curator:
         model.eval()
         try:
             X, y = self.validation
-            sides = []
+            exact = self.method == "ghost"
+            sums: dict[str, torch.Tensor] = {}
             for start in range(0, len(y), self.validation_batch_size):
                 rows = slice(start, start + self.validation_batch_size)
                 xb, yb = ({k: v[rows] for k, v in X.items()} if isinstance(X, dict) else X[rows]), y[rows]
-                with torch.set_grad_enabled(self.method == "ghost"), self.capture.recording(keep_outputs=self.method == "ghost"):
+                with torch.set_grad_enabled(exact), self.capture.recording(keep_outputs=exact):
                     outputs = self.forward(model, xb)
-                    losses = self._losses(outputs, yb)
-                    sides.append(self._side(outputs, yb, losses, training=False))
-            self.cache = _concatenate(sides)
+                    side = self._side(outputs, yb, self._losses(outputs, yb), training=False)
+                for layer, total in validation_sums(side, exact).items():
+                    sums[layer] = sums[layer] + total if layer in sums else total
+            self.cache = {layer: total / len(y) for layer, total in sums.items()}
         finally:
             model.train(training)
 
@@ -310,11 +314,3 @@ def _as_pair(pair: Any, model: nn.Module, name: str) -> tuple[torch.Tensor | dic
     if lengths != {len(y)} or len(y) == 0:
         raise InputError(f"{name} needs as many targets as input rows, at least one; got {sorted(lengths)} inputs and {len(y)} targets")
     return X, y
-
-
-def _concatenate(sides: list[Side]) -> Side:
-    first = sides[0]
-    return Side({name: torch.cat([s.activations[name] for s in sides]) for name in first.activations},
-                torch.cat([s.output_gradients for s in sides]), torch.cat([s.losses for s in sides]),
-                None if first.layer_gradients is None else
-                {name: torch.cat([s.layer_gradients[name] for s in sides]) for name in first.layer_gradients})
