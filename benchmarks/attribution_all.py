@@ -5,11 +5,11 @@ standardized with the training rows' statistics):
   (a) digits, logistic regression (softmax, sum-form λ = 1; Newton to ‖∇‖ < 1e-10);
   (b) digits, the built-in MLP (64 tanh units, weight decay 1e-3, full-batch L-BFGS), 1,000 training rows;
   (c) BBC News as all-MiniLM-L6-v2 embeddings (384-d), the same MLP head, 600 training rows.
-Ground truth: LDS over SUBSETS random half subsets, LOO over LOO_ROWS random rows, each retrained over 3 seeds
-(paired seeds for the MLP; one run for the convex model). AirRep learns from another SUBSETS subsets (never the
+Ground truth: LDS over 100 random half subsets, LOO over 50 random rows, each retrained over 3 seeds
+(paired seeds for the MLP; one run for the convex model). AirRep learns from another 100 subsets (never the
 scored ones). Methods run with 3 seeds each (the MLP's initialisation, projections, sampling).
-The peers (traker, dattri, Captum) run on the same models and rows in .venv-peers (`--peers`; see
-benchmarks/peers/attribution_peer.py).
+The peers (traker, dattri, Captum, Kronfluence) run on the same models and rows in .venv-peers (`--peers`; see
+benchmarks/peers/attribution_peer.py and influence_peer.py).
 
 Run:  .venv/bin/python benchmarks/attribution_all.py [--peers] [SETTING ...]     (an interrupted run resumes)
 """
@@ -184,7 +184,7 @@ def main(keys: list[str]) -> None:
     torch.set_num_threads(2)
     frames = {key: run_setting(key) for key in keys}
     lines = ["# Attribution against retraining", "", __doc__.strip().split("\n\n")[1], "",
-             f"Reproduce: `.venv/bin/python benchmarks/attribution_all.py {' '.join(keys)}`", ""]
+             f"Reproduce: `.venv/bin/python benchmarks/attribution_all.py {'--peers ' if '--peers' in sys.argv else ''}{' '.join(keys)}`", ""]
     for results, peers in frames.values():
         lines += [f"## {results['setting'].iloc[0]}", "", *table(results), ""]
         if peers:
